@@ -1,0 +1,12 @@
+//! modcore: all logic shared by the kernel module tools.
+//!
+//! Parsers in this crate take bytes or text and return values; they do no I/O and never
+//! print. I/O lives in clearly named places (`fsio`, `depmod::walk`, `depmod::write`).
+
+pub mod compress;
+pub mod elf;
+pub mod hash;
+pub mod index;
+pub mod modinfo;
+pub mod module;
+pub mod name;

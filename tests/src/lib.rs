@@ -1,0 +1,1 @@
+//! Integration tests and test fixtures (synthetic modules, simulated kernel).
