@@ -1,0 +1,69 @@
+//! Small, explicit file-system helpers: atomic replacement of files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Errors writing an output file; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("could not create temporary file {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("could not write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("could not rename {from} to {to}: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// A unique temporary-name suffix for one run: `.<pid>.<usec>.<sec>` (kmod's shape).
+pub fn temp_suffix() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(".{}.{}.{}", std::process::id(), now.subsec_micros(), now.as_secs())
+}
+
+/// Replace `dir/name` with `data` atomically: write `dir/name<suffix>` (O_EXCL, mode 0644
+/// before umask), fsync it, rename it over the final name. A reader never sees a partial
+/// file; after a crash either the old or the new file is there (plus perhaps a stray temp).
+pub fn write_atomic(dir: &Path, name: &str, suffix: &str, data: &[u8]) -> Result<(), WriteError> {
+    let final_path = dir.join(name);
+    let tmp_path = dir.join(format!("{name}{suffix}"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp_path)
+        .map_err(|source| WriteError::Create {
+            path: tmp_path.clone(),
+            source,
+        })?;
+    let res = f.write_all(data).and_then(|()| f.sync_all());
+    if let Err(source) = res {
+        drop(f);
+        let _ = fs::remove_file(&tmp_path);
+        return Err(WriteError::Write {
+            path: final_path,
+            source,
+        });
+    }
+    drop(f);
+    fs::rename(&tmp_path, &final_path).map_err(|source| {
+        let _ = fs::remove_file(&tmp_path);
+        WriteError::Rename {
+            from: tmp_path,
+            to: final_path,
+            source,
+        }
+    })
+}
+
+/// fsync a directory so that renames inside it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
