@@ -10,3 +10,8 @@ pub mod index;
 pub mod modinfo;
 pub mod module;
 pub mod name;
+pub mod cmdline;
+pub mod kernel;
+pub mod modprobe_conf;
+pub mod procfs;
+pub mod root;

@@ -1,1 +1,3 @@
 //! Integration tests and test fixtures (synthetic modules, simulated kernel).
+
+pub mod simkernel;
