@@ -5,6 +5,7 @@
 
 pub mod compress;
 pub mod elf;
+pub mod fnmatch;
 pub mod hash;
 pub mod index;
 pub mod modinfo;
