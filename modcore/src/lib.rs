@@ -16,3 +16,4 @@ pub mod kernel;
 pub mod modprobe_conf;
 pub mod procfs;
 pub mod root;
+pub mod signature;

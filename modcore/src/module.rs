@@ -3,6 +3,11 @@
 //! `extract` takes the (already decompressed) ELF image and returns a [`ModuleData`].
 //! It does no I/O.
 
+use std::collections::HashMap;
+
+use crate::elf::{Elf, ElfError, Symbols};
+use crate::modinfo::{self, ModinfoEntries};
+
 /// One exported symbol, as depmod sees it (spec depmod-and-index §4.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
@@ -27,4 +32,197 @@ pub struct ModuleData {
     pub exports: Vec<Export>,
     /// Needed symbols (spec §4.5).
     pub needs: Vec<Need>,
+}
+
+/// `st_shndx` of an undefined symbol.
+const SHN_UNDEF: u16 = object::elf::SHN_UNDEF;
+/// `st_shndx` of an absolute symbol.
+const SHN_ABS: u16 = object::elf::SHN_ABS;
+/// SPARC's STT_REGISTER symbol type.
+const STT_SPARC_REGISTER: u8 = object::elf::STT_SPARC_REGISTER;
+/// Size of one `__versions` record.
+const MODVERSION_SIZE: usize = 64;
+/// Prefix of the symbols that carry an export's CRC.
+const CRC_PREFIX: &[u8] = b"__crc_";
+
+/// Reads everything depmod needs from an (already decompressed) module image:
+/// `.modinfo` entries (§4.3), exports (§4.4) and needed symbols (§4.5).
+///
+/// Only an unusable ELF image is an error. Missing or malformed sections give empty
+/// lists silently, exactly like kmod 30: a missing `.modinfo` gives no entries, missing
+/// export information gives no exports, and a missing or malformed `.symtab`/`.strtab`
+/// gives no needed symbols.
+pub fn extract(image: &[u8]) -> Result<ModuleData, ElfError> {
+    let elf = Elf::parse(image)?;
+    Ok(ModuleData {
+        modinfo: modinfo_of(&elf).unwrap_or_default(),
+        exports: exports(&elf),
+        needs: needs(&elf).unwrap_or_default(),
+    })
+}
+
+/// Only the `.modinfo` entries (for modinfo). `Ok(None)` means the image has no
+/// `.modinfo` section, which kmod reports as ENOENT ("could not get modinfo from ...:
+/// No such file or directory").
+pub fn modinfo_only(image: &[u8]) -> Result<Option<ModinfoEntries>, ElfError> {
+    let elf = Elf::parse(image)?;
+    Ok(modinfo_of(&elf))
+}
+
+/// `.modinfo` entries of a parsed image, `None` without a `.modinfo` section.
+pub fn modinfo_of(elf: &Elf<'_>) -> Option<ModinfoEntries> {
+    elf.section(b".modinfo")
+        .map(|(data, _)| modinfo::parse(data))
+}
+
+/// Exported symbols of a parsed image (spec §4.4).
+///
+/// The `__crc_<name>` symbols of the symbol table when there is at least one (and every
+/// symbol name offset is inside `.strtab`); otherwise the strings of
+/// `__ksymtab_strings` with CRC 0 (kmod 30 rules: an unterminated last string is
+/// accepted); otherwise nothing.
+pub fn exports(elf: &Elf<'_>) -> Vec<Export> {
+    if let Some(found) = elf.symbols().and_then(|syms| crc_exports(elf, &syms)) {
+        return found;
+    }
+    match elf.section(b"__ksymtab_strings") {
+        Some((data, _)) => modinfo::split_strings(data)
+            .into_iter()
+            .map(|name| Export {
+                name: name.to_vec(),
+                crc: 0,
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Step 1 of §4.4. `None` means "use the fallback": a name offset outside `.strtab`,
+/// or no `__crc_` symbol at all.
+fn crc_exports(elf: &Elf<'_>, syms: &Symbols<'_>) -> Option<Vec<Export>> {
+    let mut out = Vec::new();
+    for sym in syms.iter() {
+        let name = sym.name?;
+        let Some(export) = name.strip_prefix(CRC_PREFIX) else {
+            continue;
+        };
+        out.push(Export {
+            name: export.to_vec(),
+            crc: resolve_crc(elf, sym.value, sym.shndx),
+        });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The CRC of a `__crc_` symbol: its value for SHN_ABS / SHN_UNDEF, else the 4 bytes at
+/// offset `value` inside section `shndx`, all-ones when that cannot be read.
+fn resolve_crc(elf: &Elf<'_>, value: u64, shndx: u16) -> u64 {
+    if shndx == SHN_ABS || shndx == SHN_UNDEF {
+        return value;
+    }
+    let Some(info) = elf.section_info(shndx) else {
+        return u64::MAX;
+    };
+    if elf.section_data(&info).is_none() {
+        return u64::MAX;
+    }
+    // kmod compares against `size - 4` in unsigned 64-bit arithmetic, so sections
+    // smaller than 4 bytes wrap around and pass this test; the read below then only
+    // succeeds if the 4 bytes still lie inside the file.
+    if value > info.size.wrapping_sub(4) {
+        return u64::MAX;
+    }
+    info.offset
+        .checked_add(value)
+        .and_then(|off| elf.read_uint(off, 4))
+        .unwrap_or(u64::MAX)
+}
+
+/// One record of `__versions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRecord<'a> {
+    /// The CRC (4 bytes in ELF32, 8 bytes in ELF64, file byte order).
+    pub crc: u64,
+    /// The name, read as a C string (kmod 30 does not stop at the end of the 64-byte
+    /// record when it has no NUL; this never reads past the end of the file).
+    pub name: &'a [u8],
+}
+
+/// The `__versions` records of a parsed image, `None` if the section is missing or its
+/// size is not a multiple of 64.
+pub fn version_records<'a>(elf: &Elf<'a>) -> Option<Vec<VersionRecord<'a>>> {
+    let (data, _) = elf.section(b"__versions")?;
+    if data.len() % MODVERSION_SIZE != 0 {
+        return None;
+    }
+    let base = elf.offset_of(data)?;
+    let crclen = elf.class().word_size();
+    Some(
+        (0..data.len() / MODVERSION_SIZE)
+            .map(|i| {
+                let off = base + (i * MODVERSION_SIZE) as u64;
+                VersionRecord {
+                    crc: elf.read_uint(off, crclen).unwrap_or(0),
+                    name: elf.cstr(off + crclen as u64),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Needed symbols of a parsed image (spec §4.5). `None` when kmod would fail with
+/// EINVAL (no `.symtab`/`.strtab`, bad `.symtab` size, or the name offset of an
+/// undefined symbol outside `.strtab`); depmod treats that as "no needed symbols".
+pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
+    let versions = version_records(elf).unwrap_or_default();
+    let syms = elf.symbols()?;
+    let sparc = matches!(
+        elf.e_machine(),
+        object::elf::EM_SPARC | object::elf::EM_SPARCV9
+    );
+
+    // First record for each name, so that lookups stay linear in the input size.
+    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(versions.len());
+    for (i, v) in versions.iter().enumerate() {
+        first.entry(v.name).or_insert(i);
+    }
+    let mut used = vec![false; versions.len()];
+
+    let mut out = Vec::new();
+    for sym in syms.iter() {
+        if sym.shndx != SHN_UNDEF {
+            continue;
+        }
+        if sparc && sym.kind() == STT_SPARC_REGISTER {
+            continue;
+        }
+        let name = sym.name?;
+        if name.is_empty() {
+            continue;
+        }
+        let crc = match first.get(name) {
+            Some(&i) => {
+                used[i] = true;
+                versions[i].crc
+            }
+            None => 0,
+        };
+        out.push(Need {
+            name: name.to_vec(),
+            crc,
+            weak: sym.binding() == object::elf::STB_WEAK,
+        });
+    }
+    out.extend(
+        versions
+            .iter()
+            .zip(&used)
+            .filter(|(_, &u)| !u)
+            .map(|(v, _)| Need {
+                name: v.name.to_vec(),
+                crc: v.crc,
+                weak: false,
+            }),
+    );
+    Some(out)
 }

@@ -1,3 +1,4 @@
 //! Integration tests and test fixtures (synthetic modules, simulated kernel).
 
 pub mod simkernel;
+pub mod synth;
