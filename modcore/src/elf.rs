@@ -507,3 +507,59 @@ impl<'a> Symbols<'a> {
         (1..self.count).filter_map(move |i| self.get(i))
     }
 }
+
+/// Why a forced-load patch ([`clear_alloc_flag`], `module::strip_vermagic`) could not be
+/// applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StripError {
+    /// The image is not a usable ELF file.
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    /// The section does not exist (kmod: ENOENT).
+    #[error("section not found")]
+    NoSection,
+    /// `.modinfo` has no `vermagic=` entry (kmod 30: ENOENT; kmod 34: ENODATA).
+    #[error("no vermagic entry")]
+    NoVermagic,
+}
+
+impl StripError {
+    /// The errno kmod 30 reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            StripError::Elf(e) => e.errno(),
+            StripError::NoSection | StripError::NoVermagic => nix::errno::Errno::ENOENT as i32,
+        }
+    }
+}
+
+/// Clears SHF_ALLOC in the header of the first section named `section` (found by the
+/// lookup rule of [`Elf::section`]), in place. This is how `--force-modversion` hides
+/// `__versions` from the kernel when the image is loaded with `init_module`.
+pub fn clear_alloc_flag(image: &mut [u8], section: &[u8]) -> Result<(), StripError> {
+    let (at, width, flags, big) = {
+        let elf = Elf::parse(image)?;
+        let (info, _) = elf.find_section(section).ok_or(StripError::NoSection)?;
+        let (off, width) = match elf.class() {
+            Class::Elf32 => (8u64, 4usize),
+            Class::Elf64 => (8u64, 8usize),
+        };
+        (
+            (info.header_offset + off) as usize,
+            width,
+            info.flags,
+            elf.endianness() == Endianness::Big,
+        )
+    };
+    let value = flags & !u64::from(object::elf::SHF_ALLOC);
+    let field = image
+        .get_mut(at..at + width)
+        .ok_or(StripError::Elf(ElfError::Invalid(
+            "section header outside the file",
+        )))?;
+    for (i, byte) in field.iter_mut().enumerate() {
+        let shift = if big { 8 * (width - 1 - i) } else { 8 * i };
+        *byte = (value >> shift) as u8;
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::elf::{Elf, ElfError, Symbols};
+use crate::elf::{Elf, ElfError, StripError, Symbols};
 use crate::modinfo::{self, ModinfoEntries};
 
 /// One exported symbol, as depmod sees it (spec depmod-and-index §4.4).
@@ -225,4 +225,74 @@ pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
             }),
     );
     Some(out)
+}
+
+/// Overwrites the `vermagic=...` string of `.modinfo` with NUL bytes, in place, as kmod
+/// 30 does for `--force-vermagic` when the image goes through `init_module`.
+///
+/// The scan follows kmod 30: after the usual leading-NUL strip (an empty or one-byte
+/// section is left alone and counts as success), only strings that start with
+/// `vermagic=` and have at least one more byte in the section after the `=` match; the
+/// first match is cleared up to its terminating NUL. No match gives
+/// [`StripError::NoVermagic`], no `.modinfo` gives [`StripError::NoSection`].
+pub fn strip_vermagic(image: &mut [u8]) -> Result<(), StripError> {
+    const KEY: &[u8] = b"vermagic=";
+    let range = {
+        let elf = Elf::parse(image)?;
+        let (data, _) = elf.section(b".modinfo").ok_or(StripError::NoSection)?;
+        let base = elf.offset_of(data).unwrap_or(0) as usize;
+        let mut start = 0;
+        while data.len() - start > 1 && data[start] == 0 {
+            start += 1;
+        }
+        let strings = &data[start..];
+        if strings.len() <= 1 {
+            return Ok(());
+        }
+        let mut found = None;
+        let mut i = 0;
+        while i < strings.len() {
+            if strings[i] == 0 || i + KEY.len() >= strings.len() {
+                i += 1;
+                continue;
+            }
+            let at = base + start + i;
+            let s = elf.cstr(at as u64);
+            if s.starts_with(KEY) {
+                found = Some(at..at + s.len());
+                break;
+            }
+            i += s.len() + 1;
+        }
+        found.ok_or(StripError::NoVermagic)?
+    };
+    if let Some(bytes) = image.get_mut(range) {
+        bytes.fill(0);
+    }
+    Ok(())
+}
+
+/// The `__versions` records as `modprobe --show-modversions` (`--dump-modversions`)
+/// lists them in kmod 30: in section order, with one leading `.` removed from each name.
+///
+/// `Ok(None)`: the image has no `__versions` section (kmod: ENOENT). A section size
+/// that is not a multiple of 64 is `ElfError::Invalid` (kmod: EINVAL).
+pub fn modversions(image: &[u8]) -> Result<Option<Vec<VersionRecord<'_>>>, ElfError> {
+    let elf = Elf::parse(image)?;
+    let Some((data, _)) = elf.section(b"__versions") else {
+        return Ok(None);
+    };
+    if data.len() % MODVERSION_SIZE != 0 {
+        return Err(ElfError::Invalid("__versions size is not a multiple of 64"));
+    }
+    let records = version_records(&elf).unwrap_or_default();
+    Ok(Some(
+        records
+            .into_iter()
+            .map(|r| VersionRecord {
+                crc: r.crc,
+                name: r.name.strip_prefix(b".").unwrap_or(r.name),
+            })
+            .collect(),
+    ))
 }

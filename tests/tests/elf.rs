@@ -633,6 +633,10 @@ fn poke(image: &[u8]) {
     let _ = module::modinfo_only(image);
     let _ = signature::parse(image);
     let _ = signature::unsigned_len(image);
+    let _ = module::modversions(image);
+    let mut copy = image.to_vec();
+    let _ = module::strip_vermagic(&mut copy);
+    let _ = modcore::elf::clear_alloc_flag(&mut copy, b"__versions");
     if let Ok(elf) = Elf::parse(image) {
         if let Some(syms) = elf.symbols() {
             for s in syms.iter() {
@@ -1010,4 +1014,120 @@ fn signature_survives_compression_round_trip() {
         let plain = modcore::compress::decompress(&packed).expect("decompress");
         assert_eq!(signature::parse(&plain), signature::parse(&img));
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Forced-load patches
+
+#[test]
+fn clear_alloc_flag_on_versions() {
+    for target in Target::LAYOUTS {
+        let img = full_module(target).build();
+        let before = Elf::parse(&img)
+            .expect("ok")
+            .find_section(b"__versions")
+            .expect("versions")
+            .0;
+        assert_ne!(before.flags & 2, 0);
+        let mut patched = img.clone();
+        modcore::elf::clear_alloc_flag(&mut patched, b"__versions").expect("patched");
+        let after = Elf::parse(&patched)
+            .expect("ok")
+            .find_section(b"__versions")
+            .expect("versions")
+            .0;
+        assert_eq!(after.flags, before.flags & !2);
+        let changed = img.iter().zip(&patched).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 1, "{target:?}");
+        assert_eq!(
+            module::extract(&patched).expect("ok"),
+            module::extract(&img).expect("ok")
+        );
+        let err = modcore::elf::clear_alloc_flag(&mut patched, b"__nope").expect_err("none");
+        assert_eq!(err, modcore::elf::StripError::NoSection);
+        assert_eq!(err.errno(), 2);
+    }
+    let mut junk = vec![0u8; 10];
+    assert!(matches!(
+        modcore::elf::clear_alloc_flag(&mut junk, b"x"),
+        Err(modcore::elf::StripError::Elf(ElfError::NotElf(_)))
+    ));
+}
+
+#[test]
+fn strip_vermagic_clears_the_string() {
+    use modcore::elf::StripError;
+    for target in Target::LAYOUTS {
+        let img = SynthModule::new("m")
+            .target(target)
+            .modinfo("license", "GPL")
+            .standard_modinfo("", "6.1.0")
+            .modinfo("alias", "after")
+            .build();
+        let mut patched = img.clone();
+        module::strip_vermagic(&mut patched).expect("stripped");
+        assert_eq!(patched.len(), img.len());
+        let info = module::extract(&patched).expect("ok").modinfo;
+        assert!(info.iter().all(|(k, _)| k != b"vermagic"));
+        assert_eq!(info.last(), Some(&(b"alias".to_vec(), b"after".to_vec())));
+        // Only the vermagic bytes changed.
+        let changed = img.iter().zip(&patched).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            changed,
+            "vermagic=6.1.0 SMP preempt mod_unload modversions ".len()
+        );
+        assert_eq!(
+            module::strip_vermagic(&mut patched),
+            Err(StripError::NoVermagic)
+        );
+    }
+    for (section, want) in [
+        (&b"vermagic=\0"[..], Ok(())),
+        (&b"\0\0vermagic=x"[..], Ok(())),
+        (&b"xvermagic=1\0"[..], Err(StripError::NoVermagic)),
+        (&b"a\0vermagic="[..], Err(StripError::NoVermagic)), // nothing after '='
+        (&b"\0"[..], Ok(())),                                // too small: left alone
+        (&b""[..], Ok(())),
+    ] {
+        let mut img = SynthModule::new("m").modinfo_section(section).build();
+        assert_eq!(module::strip_vermagic(&mut img), want, "{section:?}");
+    }
+    let mut img = SynthModule::new("m").build();
+    synth::rename_section(&mut img, ".modinfo", ".modinfX");
+    let err = module::strip_vermagic(&mut img).expect_err("no modinfo");
+    assert_eq!(err, StripError::NoSection);
+    assert_eq!(err.errno(), 2);
+}
+
+#[test]
+fn modversions_listing() {
+    for target in Target::LAYOUTS {
+        let img = SynthModule::new("m")
+            .target(target)
+            .needs("a")
+            .version("module_layout", 0x10)
+            .version(".dotted", 0x20)
+            .version("a", 0x30)
+            .build();
+        let list: Vec<(String, u64)> = module::modversions(&img)
+            .expect("ok")
+            .expect("present")
+            .iter()
+            .map(|r| (String::from_utf8_lossy(r.name).into_owned(), r.crc))
+            .collect();
+        assert_eq!(
+            list,
+            vec![
+                ("module_layout".to_string(), 0x10),
+                ("dotted".to_string(), 0x20),
+                ("a".to_string(), 0x30)
+            ]
+        );
+    }
+    let img = SynthModule::new("m").build();
+    assert_eq!(module::modversions(&img).expect("ok"), None);
+    let img = SynthModule::new("m")
+        .section("__versions", &[0u8; 63])
+        .build();
+    assert_eq!(module::modversions(&img).expect_err("bad size").errno(), 22);
 }
