@@ -5,9 +5,11 @@
 
 pub mod compress;
 pub mod elf;
+pub mod explain;
 pub mod fnmatch;
 pub mod hash;
 pub mod index;
+pub mod load;
 pub mod modinfo;
 pub mod module;
 pub mod name;
