@@ -93,7 +93,7 @@ const USAGE_TEST: &str = "usage: cargo xtask vm-test [--kernel LABEL]... [--tool
 --tools busybox  use busybox's module applets instead of ours (harness self-check)\n  \
 --timeout SECS   per-kernel limit for the whole boot (default 900)\n  \
 --gzip           gzip the initramfs (smaller file, slower guest unpacking)\n  \
---keep           keep target/vm/<label>/initramfs.cpio\n  \
+--keep           keep the initramfs (target/vm/<label>/initramfs-<pid>.cpio)\n  \
 --no-build       use the static binaries already in target/static\n  \
 --shell          boot the first selected kernel with an interactive shell (Ctrl-A x quits)\n\
 environment: VMTEST_TOOLS=busybox is the same as --tools busybox";
@@ -581,7 +581,8 @@ fn build_initramfs(
     let t0 = Instant::now();
     let dir = target_dir().join("vm").join(tree.label);
     fs::create_dir_all(&dir).map_err(io_err(dir.display()))?;
-    let path = dir.join("initramfs.cpio");
+    // The checkout may be shared: one image per process.
+    let path = dir.join(format!("initramfs-{}.cpio", std::process::id()));
     let f = File::create(&path).map_err(io_err(path.display()))?;
     let mut c = Cpio::new(BufWriter::with_capacity(1 << 20, f));
     let modules = write_initramfs(&mut c, refs, tree, bins).map_err(io_err(path.display()))?;
@@ -597,7 +598,7 @@ fn build_initramfs(
             if !st.success() {
                 return Err("gzip failed".into());
             }
-            dir.join("initramfs.cpio.gz")
+            path.with_extension("cpio.gz")
         }
     };
     let size = fs::metadata(&path).map_err(io_err(path.display()))?.len();
