@@ -25,7 +25,12 @@ pub fn temp_suffix() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format!(".{}.{}.{}", std::process::id(), now.subsec_micros(), now.as_secs())
+    format!(
+        ".{}.{}.{}",
+        std::process::id(),
+        now.subsec_micros(),
+        now.as_secs()
+    )
 }
 
 /// Replace `dir/name` with `data` atomically: write `dir/name<suffix>` (O_EXCL, mode 0644

@@ -20,7 +20,10 @@ pub fn modname_from_path(path: &[u8]) -> Vec<u8> {
 
 /// Normalise a module name given by a user or the kernel: `-` becomes `_` (no path handling).
 pub fn normalize_name(name: &[u8]) -> Vec<u8> {
-    let mut out: Vec<u8> = name.iter().map(|&b| if b == b'-' { b'_' } else { b }).collect();
+    let mut out: Vec<u8> = name
+        .iter()
+        .map(|&b| if b == b'-' { b'_' } else { b })
+        .collect();
     out.truncate(NAME_MAX);
     out
 }
@@ -63,14 +66,20 @@ mod tests {
 
     #[test]
     fn modname() {
-        assert_eq!(modname_from_path(b"kernel/a/intel-uncore.ko.xz"), b"intel_uncore");
+        assert_eq!(
+            modname_from_path(b"kernel/a/intel-uncore.ko.xz"),
+            b"intel_uncore"
+        );
         assert_eq!(modname_from_path(b"/x.y/foo"), b"foo");
         assert_eq!(modname_from_path(b"noext"), b"noext");
     }
 
     #[test]
     fn alias() {
-        assert_eq!(normalize_alias(b"pci:v*d[0-9]-x*").unwrap(), b"pci:v*d[0-9]_x*");
+        assert_eq!(
+            normalize_alias(b"pci:v*d[0-9]-x*").unwrap(),
+            b"pci:v*d[0-9]_x*"
+        );
         assert_eq!(normalize_alias(b"a-b").unwrap(), b"a_b");
         assert_eq!(normalize_alias(b"a]"), Err(AliasError::UnmatchedBracket));
         assert_eq!(normalize_alias(b"a[b"), Err(AliasError::UnmatchedBracket));

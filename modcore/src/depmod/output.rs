@@ -1,0 +1,404 @@
+//! Producing every output file's bytes (spec depmod-and-index §6, §7). Pure: no I/O.
+
+use super::graph::{hash_order, DepGraph, SYMBOL_BUCKETS};
+use crate::diag::{show, Level, Sink};
+use crate::index::{IndexBuilder, Layout, WriteError};
+use crate::module::ModuleData;
+use crate::name::{modname_from_path, normalize_alias};
+
+/// One module as the outputs see it, in module order.
+pub struct OutModule<'a> {
+    pub modname: &'a [u8],
+    /// relpath if inside MODDIR, else the absolute path.
+    pub path: &'a [u8],
+    pub data: &'a ModuleData,
+}
+
+/// Everything needed to produce the files.
+pub struct Outputs<'a> {
+    pub mods: &'a [OutModule<'a>],
+    pub graph: &'a DepGraph,
+    pub topo: &'a [u32],
+    pub layout: Layout,
+    /// `-w`: warn about duplicate index values.
+    pub warn_dups: bool,
+}
+
+fn modinfo_values<'a>(m: &'a ModuleData, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    m.modinfo
+        .iter()
+        .filter(move |(k, _)| k.as_slice() == key)
+        .map(|(_, v)| v.as_slice())
+}
+
+impl<'a> Outputs<'a> {
+    /// modules.dep lines (without trailing newline), one per module in module order.
+    pub fn dep_lines(&self) -> Vec<Vec<u8>> {
+        let mut scratch = Vec::new();
+        self.mods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut line = m.path.to_vec();
+                line.push(b':');
+                for d in self.graph.closure(i, self.topo, &mut scratch) {
+                    line.push(b' ');
+                    line.extend_from_slice(self.mods[d as usize].path);
+                }
+                line
+            })
+            .collect()
+    }
+
+    pub fn modules_dep(lines: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in lines {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    pub fn modules_dep_bin(
+        &self,
+        lines: &[Vec<u8>],
+        sink: &mut dyn Sink,
+    ) -> Result<Vec<u8>, WriteError> {
+        let mut idx = IndexBuilder::new();
+        for (i, (m, l)) in self.mods.iter().zip(lines).enumerate() {
+            if idx.insert(m.modname, l, i as u32) && self.warn_dups {
+                sink.emit(
+                    Level::Warning,
+                    format!("duplicate module deps:\n{}", show(l)),
+                );
+            }
+        }
+        idx.write(self.layout)
+    }
+
+    pub fn modules_alias(&self) -> Vec<u8> {
+        let mut out = b"# Aliases extracted from modules themselves.\n".to_vec();
+        for m in self.mods {
+            for a in modinfo_values(m.data, b"alias") {
+                out.extend_from_slice(b"alias ");
+                out.extend_from_slice(a);
+                out.push(b' ');
+                out.extend_from_slice(m.modname);
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    pub fn modules_alias_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
+        let mut idx = IndexBuilder::new();
+        for (i, m) in self.mods.iter().enumerate() {
+            for a in modinfo_values(m.data, b"alias") {
+                match normalize_alias(a) {
+                    Ok(key) => {
+                        if idx.insert(&key, m.modname, i as u32) && self.warn_dups {
+                            sink.emit(
+                                Level::Warning,
+                                format!(
+                                    "duplicate module alias:\n{} {}",
+                                    show(&key),
+                                    show(m.modname)
+                                ),
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a)))
+                    }
+                }
+            }
+        }
+        idx.write(self.layout)
+    }
+
+    fn keyed_lines(&self, header: &[u8], word: &[u8], key: &[u8]) -> Vec<u8> {
+        let mut out = header.to_vec();
+        for m in self.mods {
+            for v in modinfo_values(m.data, key) {
+                out.extend_from_slice(word);
+                out.push(b' ');
+                out.extend_from_slice(m.modname);
+                out.push(b' ');
+                out.extend_from_slice(v);
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    pub fn modules_softdep(&self) -> Vec<u8> {
+        self.keyed_lines(
+            b"# Soft dependencies extracted from modules themselves.\n",
+            b"softdep",
+            b"softdep",
+        )
+    }
+
+    pub fn modules_weakdep(&self) -> Vec<u8> {
+        self.keyed_lines(
+            b"# Weak dependencies extracted from modules themselves.\n",
+            b"weakdep",
+            b"weakdep",
+        )
+    }
+
+    /// Module-owned symbols in symbol hash order: (name, owner index).
+    fn owned_symbols(&self) -> Vec<(&'a [u8], u32)> {
+        let owned: Vec<(&[u8], u32)> = self
+            .graph
+            .symbols
+            .iter()
+            .filter_map(|(k, r)| r.owner.map(|o| (k.as_slice(), o)))
+            .collect();
+        let keys: Vec<&[u8]> = owned.iter().map(|(k, _)| *k).collect();
+        hash_order(&keys, SYMBOL_BUCKETS)
+            .into_iter()
+            .map(|i| owned[i])
+            .collect()
+    }
+
+    pub fn modules_symbols(&self) -> Vec<u8> {
+        let mut out = b"# Aliases for symbols, used by symbol_request().\n".to_vec();
+        for (name, owner) in self.owned_symbols() {
+            out.extend_from_slice(b"alias symbol:");
+            out.extend_from_slice(name);
+            out.push(b' ');
+            out.extend_from_slice(self.mods[owner as usize].modname);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    pub fn modules_symbols_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
+        let mut idx = IndexBuilder::new();
+        for (name, owner) in self.owned_symbols() {
+            let mut key = b"symbol:".to_vec();
+            key.extend_from_slice(name);
+            let m = self.mods[owner as usize].modname;
+            if idx.insert(&key, m, owner) && self.warn_dups {
+                sink.emit(
+                    Level::Warning,
+                    format!("duplicate module syms:\n{} {}", show(&key), show(m)),
+                );
+            }
+        }
+        idx.write(self.layout)
+    }
+
+    pub fn modules_devname(&self, sink: &mut dyn Sink) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in self.mods {
+            let mut devname: Option<&[u8]> = None;
+            let mut dev: Option<(u8, u32, u32)> = None;
+            for a in modinfo_values(m.data, b"alias") {
+                if let Some(d) = a.strip_prefix(b"devname:") {
+                    devname = Some(d);
+                } else if dev.is_none() {
+                    if let Some((ma, mi)) = scan_major_minor(a, b"char-major-") {
+                        dev = Some((b'c', ma, mi));
+                    } else if let Some((ma, mi)) = scan_major_minor(a, b"block-major-") {
+                        dev = Some((b'b', ma, mi));
+                    }
+                }
+                if devname.is_some() && dev.is_some() {
+                    break;
+                }
+            }
+            match (devname, dev) {
+                (Some(d), Some((t, ma, mi))) => {
+                    if out.is_empty() {
+                        out.extend_from_slice(
+                            b"# Device nodes to trigger on-demand module loading.\n",
+                        );
+                    }
+                    out.extend_from_slice(m.modname);
+                    out.push(b' ');
+                    out.extend_from_slice(d);
+                    out.extend_from_slice(format!(" {}{}:{}\n", t as char, ma, mi).as_bytes());
+                }
+                (Some(d), None) => sink.emit(
+                    Level::Error,
+                    format!(
+                        "Module '{}' has devname ({}) but lacks major and minor information. Ignoring.",
+                        show(m.modname),
+                        show(d)
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// scanf-like `<prefix>%u-%u`: needs only a prefix match.
+fn scan_major_minor(s: &[u8], prefix: &[u8]) -> Option<(u32, u32)> {
+    let rest = s.strip_prefix(prefix)?;
+    let (ma, rest) = scan_u32(rest)?;
+    let rest = rest.strip_prefix(b"-")?;
+    let (mi, _) = scan_u32(rest)?;
+    Some((ma, mi))
+}
+
+/// scanf `%u`: optional leading whitespace and sign, decimal digits, wrapping like strtoul
+/// truncated to 32 bits.
+fn scan_u32(s: &[u8]) -> Option<(u32, &[u8])> {
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
+        neg = s[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        v = v.saturating_mul(10).saturating_add(u64::from(s[i] - b'0'));
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    let v = if v > u64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        v as u32
+    };
+    Some((if neg { v.wrapping_neg() } else { v }, &s[i..]))
+}
+
+/// modules.builtin → modules.builtin.bin.
+pub fn builtin_bin(
+    data: &[u8],
+    layout: Layout,
+    sink: &mut dyn Sink,
+) -> Result<Vec<u8>, WriteError> {
+    let mut idx = IndexBuilder::new();
+    for line in split_lines_keep_nl(data, 4095) {
+        if !line.first().is_some_and(|b| b.is_ascii_alphabetic()) {
+            sink.emit(
+                Level::Error,
+                format!("Invalid modules.builtin line: {}", show(line)),
+            );
+            continue;
+        }
+        let key = modname_from_path(line);
+        idx.insert(&key, b"", 0);
+    }
+    idx.write(layout)
+}
+
+/// Lines as fgets with a buffer of `max` bytes returns them: newline kept.
+fn split_lines_keep_nl(data: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let take = rest.len().min(max);
+        let end = rest[..take]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(take, |p| p + 1);
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// modules.builtin.modinfo → modules.builtin.alias.bin, with kmod's parser quirks.
+pub fn builtin_alias_bin(
+    data: &[u8],
+    layout: Layout,
+    sink: &mut dyn Sink,
+) -> Result<Vec<u8>, WriteError> {
+    let mut idx = IndexBuilder::new();
+    let mut pos = 0usize;
+    let n = data.len();
+    'records: while pos < n {
+        // 1. module name up to '.'
+        let start = pos;
+        while pos < n && data[pos] != b'.' && data[pos] != 0 {
+            pos += 1;
+        }
+        if pos >= n || data[pos] == 0 || pos == start {
+            pos += 1;
+            continue 'records;
+        }
+        let module = &data[start..pos];
+        pos += 1;
+        // 2. key up to '='
+        let kstart = pos;
+        while pos < n && data[pos] != b'=' && data[pos] != 0 {
+            pos += 1;
+        }
+        let key: &[u8] = if pos < n && data[pos] == b'=' {
+            &data[kstart..pos]
+        } else {
+            b""
+        };
+        pos += 1;
+        if key != b"alias" {
+            while pos < n && data[pos] != 0 {
+                pos += 1;
+            }
+            pos += 1;
+            continue 'records;
+        }
+        // 3. value up to NUL
+        let vstart = pos;
+        while pos < n && data[pos] != 0 {
+            pos += 1;
+        }
+        if pos >= n {
+            break;
+        }
+        let value = &data[vstart..pos];
+        pos += 1;
+        if value.is_empty() {
+            continue;
+        }
+        match normalize_alias(value) {
+            Ok(a) => {
+                idx.insert(&a, module, 0);
+            }
+            Err(_) => sink.emit(
+                Level::Warning,
+                format!("Unmatched bracket in {}", show(value)),
+            ),
+        }
+    }
+    idx.write(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_minor() {
+        assert_eq!(
+            scan_major_minor(b"char-major-1-2-extra", b"char-major-"),
+            Some((1, 2))
+        );
+        assert_eq!(scan_major_minor(b"char-major-1", b"char-major-"), None);
+        assert_eq!(scan_major_minor(b"block-major-8-*", b"block-major-"), None);
+        assert_eq!(
+            scan_major_minor(b"block-major-8- 3", b"block-major-"),
+            Some((8, 3))
+        );
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(
+            split_lines_keep_nl(b"a\nbb\nc", 4095),
+            vec![&b"a\n"[..], b"bb\n", b"c"]
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Unit tests for the pure depmod steps, on hand-made ModuleData (no files).
+
+use super::graph::*;
+use super::output::*;
+use crate::diag::{Collect, Level};
+use crate::index::Layout;
+use crate::module::{Export, ModuleData, Need};
+
+fn m(exports: &[&str], needs: &[(&str, bool)], info: &[(&str, &str)]) -> ModuleData {
+    ModuleData {
+        modinfo: info
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        exports: exports
+            .iter()
+            .map(|e| Export {
+                name: e.as_bytes().to_vec(),
+                crc: 0,
+            })
+            .collect(),
+        needs: needs
+            .iter()
+            .map(|(n, weak)| Need {
+                name: n.as_bytes().to_vec(),
+                crc: 0,
+                weak: *weak,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn order_file_parsing() {
+    assert_eq!(
+        parse_order(b"a.ko\nb.ko\n"),
+        OrderFile::Lines(vec![b"a.ko".to_vec(), b"b.ko".to_vec()])
+    );
+    assert_eq!(parse_order(b"a.ko\nb.ko"), OrderFile::Corrupt { lineno: 2 });
+    let long = vec![b'x'; 4095];
+    let mut data = long.clone();
+    data.push(b'\n');
+    assert_eq!(parse_order(&data), OrderFile::Corrupt { lineno: 1 });
+    let mut ok = vec![b'x'; 4094];
+    ok.push(b'\n');
+    assert!(matches!(parse_order(&ok), OrderFile::Lines(_)));
+    assert_eq!(parse_order(b""), OrderFile::Lines(vec![]));
+}
+
+#[test]
+fn module_order_last_listing_wins_and_unlisted_keep_hash_order() {
+    let names: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d"];
+    let stems: Vec<Option<&[u8]>> = vec![Some(b"k/a.ko"), Some(b"k/b.ko"), Some(b"k/c.ko"), None];
+    let hash = hash_order(&names, MODULE_BUCKETS);
+    // No order file: pure hash order.
+    assert_eq!(module_order(&names, &stems, &OrderFile::Missing), hash);
+    // c listed twice: its last listing (after a) decides.
+    let order = OrderFile::Lines(vec![
+        b"k/c.ko".to_vec(),
+        b"k/a.ko".to_vec(),
+        b"bogus".to_vec(),
+        b"k/c.ko".to_vec(),
+    ]);
+    let got = module_order(&names, &stems, &order);
+    assert_eq!(&got[..2], &[0, 2]);
+    let rest: Vec<usize> = hash.iter().copied().filter(|&i| i == 1 || i == 3).collect();
+    assert_eq!(&got[2..], &rest[..]);
+}
+
+#[test]
+fn hash_order_is_bucket_then_bytes() {
+    let keys: Vec<&[u8]> = vec![b"zeta", b"alpha", b"fat", b"msdos", b"vfat"];
+    let order = hash_order(&keys, 512);
+    let buckets: Vec<(u32, &[u8])> = order
+        .iter()
+        .map(|&i| (crate::hash::superfast_hash(keys[i]) & 511, keys[i]))
+        .collect();
+    let mut sorted = buckets.clone();
+    sorted.sort();
+    assert_eq!(buckets, sorted);
+}
+
+fn build(mods: &[ModuleData], opts: &ResolveOptions) -> (DepGraph, Vec<Event>) {
+    let refs: Vec<&ModuleData> = mods.iter().collect();
+    let mut ev = Vec::new();
+    let g = DepGraph::build(&refs, opts, &mut ev);
+    (g, ev)
+}
+
+#[test]
+fn last_exporter_wins_and_edges_in_discovery_order() {
+    let mods = vec![
+        m(
+            &[],
+            &[
+                ("b_sym", false),
+                ("c_sym", false),
+                ("b_sym2", false),
+                ("kernel", false),
+            ],
+            &[],
+        ),
+        m(&["b_sym", "b_sym2", "dup"], &[("c_sym", true)], &[]),
+        m(&["c_sym", "dup"], &[], &[]),
+    ];
+    let (g, ev) = build(&mods, &ResolveOptions::default());
+    assert_eq!(g.deps(0), &[1, 2]);
+    assert_eq!(g.deps(1), &[2], "weak symbols create edges");
+    assert_eq!(g.symbols[&b"dup"[..]].owner, Some(2));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::Edge { .. }))
+            .count(),
+        3
+    );
+    let topo = g.topo().expect("acyclic");
+    assert!(topo[0] < topo[1] && topo[1] < topo[2]);
+    let mut scratch = Vec::new();
+    assert_eq!(g.closure(0, &topo, &mut scratch), vec![1, 2]);
+}
+
+#[test]
+fn lifo_topological_numbering() {
+    // Modules 0,1 unused; 0 needs 2 and 3. Stack: push 0, 1; pop 1 -> 0; pop 0 -> 1,
+    // then 2 and 3 pushed in discovery order; 3 popped first.
+    let mods = vec![
+        m(&[], &[("s2", false), ("s3", false)], &[]),
+        m(&[], &[], &[]),
+        m(&["s2"], &[], &[]),
+        m(&["s3"], &[], &[]),
+    ];
+    let (g, _) = build(&mods, &ResolveOptions::default());
+    assert_eq!(g.topo().expect("acyclic"), vec![1, 0, 3, 2]);
+}
+
+#[test]
+fn cycles_are_reported_once_each() {
+    let mods = vec![
+        m(&["x1"], &[("x2", false)], &[]),
+        m(&["x2"], &[("x1", false)], &[]),
+        m(&["la"], &[("lb", false)], &[]),
+        m(&["lb"], &[("lc", false)], &[]),
+        m(&["lc"], &[("la", false), ("free", false)], &[]),
+        m(&["free"], &[], &[]),
+        m(&[], &[("x1", false)], &[]),
+    ];
+    let (g, _) = build(&mods, &ResolveOptions::default());
+    let stalled = g.topo().expect_err("cyclic");
+    let (cycles, count) = g.cycles(&stalled);
+    assert_eq!(cycles, vec![vec![0, 1, 0], vec![2, 3, 4, 2]]);
+    assert_eq!(count, 5);
+}
+
+#[test]
+fn self_edge_is_a_cycle() {
+    let mods = vec![m(&["s"], &[("s", false)], &[])];
+    let (g, _) = build(&mods, &ResolveOptions::default());
+    let stalled = g.topo().expect_err("cyclic");
+    assert_eq!(g.cycles(&stalled), (vec![vec![0, 0]], 1));
+}
+
+#[test]
+fn prefix_and_kernel_symbols() {
+    let mods = vec![
+        m(
+            &["_exp"],
+            &[
+                ("_exp2", false),
+                ("_missing", false),
+                ("_weakmiss", true),
+                (".printk", false),
+            ],
+            &[],
+        ),
+        m(&["_exp2"], &[], &[]),
+    ];
+    let opts = ResolveOptions {
+        prefix: Some(b'_'),
+        kernel_symbols: Some(vec![(b"printk".to_vec(), 7)]),
+        errsyms: true,
+        check_crcs: true,
+    };
+    let (g, ev) = build(&mods, &opts);
+    assert_eq!(g.deps(0), &[1]);
+    assert!(g.symbols.contains_key(&b"exp"[..]));
+    let unknown: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unknown { symbol, .. } => Some(symbol.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, vec![b"_missing".to_vec()]);
+    let badcrc: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::BadCrc { symbol, .. } => Some(symbol.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(badcrc, vec![b".printk".to_vec()]);
+}
+
+#[test]
+fn text_outputs() {
+    let mods = vec![
+        m(
+            &["fat_sym"],
+            &[],
+            &[
+                ("alias", "fs-fat"),
+                ("alias", "devname:fatdev"),
+                ("alias", "char-major-10-99-x"),
+                ("softdep", "pre: nls"),
+                ("weakdep", "w"),
+            ],
+        ),
+        m(
+            &[],
+            &[("fat_sym", false)],
+            &[
+                ("alias", "pci:v*d[0-9]-x*"),
+                ("alias", "bad]"),
+                ("alias", "devname:only"),
+            ],
+        ),
+    ];
+    let (g, _) = build(&mods, &ResolveOptions::default());
+    let topo = g.topo().expect("acyclic");
+    let outs = [
+        OutModule {
+            modname: b"fat",
+            path: b"kernel/fs/fat.ko",
+            data: &mods[0],
+        },
+        OutModule {
+            modname: b"msdos",
+            path: b"kernel/fs/msdos.ko",
+            data: &mods[1],
+        },
+    ];
+    let o = Outputs {
+        mods: &outs,
+        graph: &g,
+        topo: &topo,
+        layout: Layout::PostOrder,
+        warn_dups: false,
+    };
+    let lines = o.dep_lines();
+    assert_eq!(
+        Outputs::modules_dep(&lines),
+        b"kernel/fs/fat.ko:\nkernel/fs/msdos.ko: kernel/fs/fat.ko\n"
+    );
+    assert_eq!(
+        String::from_utf8(o.modules_alias()).expect("ascii"),
+        "# Aliases extracted from modules themselves.\nalias fs-fat fat\nalias devname:fatdev fat\n\
+         alias char-major-10-99-x fat\nalias pci:v*d[0-9]-x* msdos\nalias bad] msdos\nalias devname:only msdos\n"
+    );
+    assert_eq!(
+        o.modules_softdep(),
+        b"# Soft dependencies extracted from modules themselves.\nsoftdep fat pre: nls\n"
+    );
+    assert_eq!(
+        o.modules_weakdep(),
+        b"# Weak dependencies extracted from modules themselves.\nweakdep fat w\n"
+    );
+    assert_eq!(
+        o.modules_symbols(),
+        b"# Aliases for symbols, used by symbol_request().\nalias symbol:fat_sym fat\n"
+    );
+    let mut sink = Collect::default();
+    assert_eq!(
+        o.modules_devname(&mut sink),
+        b"# Device nodes to trigger on-demand module loading.\nfat fatdev c10:99\n"
+    );
+    assert_eq!(
+        sink.at(Level::Error).collect::<Vec<_>>(),
+        vec!["Module 'msdos' has devname (only) but lacks major and minor information. Ignoring."]
+    );
+    let mut sink = Collect::default();
+    let _ = o.modules_alias_bin(&mut sink);
+    assert_eq!(
+        sink.at(Level::Warning).collect::<Vec<_>>(),
+        vec!["Unmatched bracket in bad]"]
+    );
+}
+
+#[test]
+fn builtin_modinfo_quirks() {
+    // m1.alias=foo, a record without '=' swallows the next record, m3.alias=foo, and a
+    // last record without NUL is dropped.
+    let data = b"m1.alias=foo\0m2.noequals\0m2.alias=swallowed\0m3.alias=foo\0m4.alias=last";
+    let mut sink = Collect::default();
+    let bin = builtin_alias_bin(data, Layout::PostOrder, &mut sink).expect("ascii");
+    let idx = crate::index::Index::new(&bin).expect("valid index");
+    let vals: Vec<Vec<u8>> = idx
+        .get(b"foo")
+        .expect("readable")
+        .expect("present")
+        .iter()
+        .map(|v| v.value.to_vec())
+        .collect();
+    assert_eq!(vals, vec![b"m3".to_vec(), b"m1".to_vec()]);
+    assert!(idx.get(b"swallowed").expect("readable").is_none());
+    assert!(idx.get(b"last").expect("readable").is_none());
+}
+
+#[test]
+fn builtin_lines() {
+    let mut sink = Collect::default();
+    let bin = builtin_bin(
+        b"kernel/fs/ext4.ko\n_bad\nnodot\n",
+        Layout::PostOrder,
+        &mut sink,
+    )
+    .expect("ascii");
+    let idx = crate::index::Index::new(&bin).expect("valid index");
+    assert!(idx.get(b"ext4").expect("readable").is_some());
+    assert!(idx.get(b"nodot\n").expect("readable").is_some());
+    assert_eq!(
+        sink.at(Level::Error).collect::<Vec<_>>(),
+        vec!["Invalid modules.builtin line: _bad\n"]
+    );
+}

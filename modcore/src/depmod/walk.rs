@@ -1,0 +1,295 @@
+//! Finding module files (spec depmod-and-index §3): the tree walk, external directories,
+//! explicit files, and the duplicate-name priority rules.
+
+use super::config::{DepmodConfig, SearchEntry};
+use crate::diag::{Level, Sink};
+use crate::name::modname_from_path;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// A module file that survived the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Full path as built by the walk (MODDIR + "/" + rel, or external dir + "/" + rel).
+    pub path: Vec<u8>,
+    /// Normalised module name.
+    pub modname: Vec<u8>,
+    /// Byte offset of the basename inside `path`.
+    pub base_off: usize,
+}
+
+impl Candidate {
+    pub fn new(path: Vec<u8>) -> Candidate {
+        let base_off = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let modname = modname_from_path(&path);
+        Candidate {
+            path,
+            modname,
+            base_off,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.path))
+    }
+
+    /// The path relative to `moddir` when it lies inside it (spec §3.4).
+    pub fn relpath<'a>(&'a self, moddir: &[u8]) -> Option<&'a [u8]> {
+        let rest = self.path.strip_prefix(moddir)?;
+        rest.strip_prefix(b"/")
+    }
+
+    /// The "rel stem" used for priorities: relpath up to basename + len(modname) bytes.
+    /// Only the MODDIR characters are checked (no following `/`), as kmod does.
+    fn rel_stem<'a>(&'a self, moddir: &[u8]) -> Option<&'a [u8]> {
+        if !self.path.starts_with(moddir) {
+            return None;
+        }
+        let start = moddir.len() + 1;
+        let end = (self.base_off + self.modname.len()).min(self.path.len());
+        if start > end {
+            return Some(&[]);
+        }
+        Some(&self.path[start..end])
+    }
+
+    /// The stem path compared with modules.order lines (spec §3.4).
+    pub fn stem_path<'a>(&'a self, moddir: &[u8]) -> Option<&'a [u8]> {
+        let rel = self.relpath(moddir)?;
+        let rel_base_off = self.base_off - (self.path.len() - rel.len());
+        let end = (rel_base_off + self.modname.len() + 3).min(rel.len());
+        Some(&rel[..end])
+    }
+}
+
+/// Module-file extensions recognised by the walk. kmod 30 (Debian) has no `.ko.gz`; we
+/// read gzip too.
+pub const EXTENSIONS: &[&[u8]] = &[b".ko", b".ko.xz", b".ko.zst", b".ko.gz"];
+
+pub fn is_module_name(name: &[u8]) -> bool {
+    EXTENSIONS
+        .iter()
+        .any(|e| name.len() > e.len() && name.ends_with(e))
+}
+
+/// Collects candidates and applies the duplicate priority rules.
+pub struct Walker<'a> {
+    moddir: &'a [u8],
+    cfg: &'a DepmodConfig,
+    search: Vec<SearchEntry>,
+    kept: Vec<Candidate>,
+    by_name: HashMap<Vec<u8>, usize>,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(moddir: &'a [u8], cfg: &'a DepmodConfig) -> Walker<'a> {
+        Walker {
+            moddir,
+            cfg,
+            search: cfg.effective_search(),
+            kept: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// Walk MODDIR, then the external directories in reverse config order.
+    pub fn walk_all(&mut self, sink: &mut dyn Sink) -> std::io::Result<()> {
+        let moddir = self.moddir.to_vec();
+        self.walk_root(&moddir, true, sink)?;
+        for ext in self.cfg.externals.iter().rev() {
+            let _ = self.walk_root(ext, false, sink);
+        }
+        Ok(())
+    }
+
+    fn walk_root(
+        &mut self,
+        dir: &[u8],
+        is_moddir: bool,
+        sink: &mut dyn Sink,
+    ) -> std::io::Result<()> {
+        let path = Path::new(OsStr::from_bytes(dir));
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                sink.emit(
+                    Level::Error,
+                    format!(
+                        "could not open directory {}: {}",
+                        path.display(),
+                        crate::errno_text(&e)
+                    ),
+                );
+                if is_moddir {
+                    return Err(e);
+                }
+                return Ok(());
+            }
+        };
+        let mut seen_dirs = Vec::new();
+        if let Ok(m) = std::fs::metadata(path) {
+            seen_dirs.push((m.dev(), m.ino()));
+        }
+        self.walk_dir(dir, rd, &mut seen_dirs, sink);
+        Ok(())
+    }
+
+    fn walk_dir(
+        &mut self,
+        dir: &[u8],
+        rd: std::fs::ReadDir,
+        seen_dirs: &mut Vec<(u64, u64)>,
+        sink: &mut dyn Sink,
+    ) {
+        for ent in rd {
+            let Ok(ent) = ent else { continue };
+            let name = ent.file_name();
+            let nb = name.as_bytes();
+            if nb == b"." || nb == b".." || nb == b"build" || nb == b"source" {
+                continue;
+            }
+            if self.cfg.excludes.iter().any(|x| x.as_slice() == nb) {
+                continue;
+            }
+            let mut full = dir.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(nb);
+            let fpath = PathBuf::from(OsStr::from_bytes(&full));
+            let ft = match ent.file_type() {
+                Ok(ft) if ft.is_file() || ft.is_dir() => ft,
+                _ => match std::fs::metadata(&fpath) {
+                    Ok(m) => m.file_type(),
+                    Err(e) => {
+                        sink.emit(
+                            Level::Error,
+                            format!(
+                                "fstatat({}, {}): {}",
+                                fpath.display(),
+                                name.to_string_lossy(),
+                                crate::errno_text(&e)
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if ft.is_dir() {
+                let Ok(m) = std::fs::metadata(&fpath) else {
+                    continue;
+                };
+                let id = (m.dev(), m.ino());
+                if seen_dirs.contains(&id) {
+                    sink.emit(
+                        Level::Error,
+                        format!("{}: directory loop, not descending again", fpath.display()),
+                    );
+                    continue;
+                }
+                match std::fs::read_dir(&fpath) {
+                    Ok(rd) => {
+                        seen_dirs.push(id);
+                        self.walk_dir(&full, rd, seen_dirs, sink);
+                        seen_dirs.pop();
+                    }
+                    Err(e) => sink.emit(
+                        Level::Error,
+                        format!(
+                            "could not open directory {}: {}",
+                            fpath.display(),
+                            crate::errno_text(&e)
+                        ),
+                    ),
+                }
+            } else if ft.is_file() {
+                if is_module_name(nb) {
+                    self.offer(Candidate::new(full));
+                }
+            } else {
+                let kind = if ft.is_fifo() {
+                    0o010000
+                } else if ft.is_char_device() {
+                    0o020000
+                } else if ft.is_block_device() {
+                    0o060000
+                } else if ft.is_socket() {
+                    0o140000
+                } else {
+                    0
+                };
+                sink.emit(
+                    Level::Error,
+                    format!("unsupported file type {}: {:o}", fpath.display(), kind),
+                );
+            }
+        }
+    }
+
+    /// Offer one candidate (in walk order); keeps it, drops it, or replaces a kept one.
+    pub fn offer(&mut self, n: Candidate) {
+        match self.by_name.get(&n.modname) {
+            None => {
+                self.by_name.insert(n.modname.clone(), self.kept.len());
+                self.kept.push(n);
+            }
+            Some(&i) => {
+                if self.new_wins(&n, &self.kept[i]) {
+                    self.kept[i] = n;
+                }
+            }
+        }
+    }
+
+    /// Spec §3.5: does candidate `n` replace the kept module `o`?
+    fn new_wins(&self, n: &Candidate, o: &Candidate) -> bool {
+        let nstem = n.rel_stem(self.moddir);
+        let ostem = o.rel_stem(self.moddir);
+        for key in self.cfg.overrides.iter().rev() {
+            if nstem == Some(key.as_slice()) {
+                return true;
+            }
+            if ostem == Some(key.as_slice()) {
+                return false;
+            }
+        }
+        let (mut nprio, mut oprio): (Option<i64>, Option<i64>) = (None, None);
+        let mut bprio: i64 = -1;
+        let mut i: i64 = 0;
+        for e in self.search.iter().rev() {
+            match e {
+                SearchEntry::BuiltIn => bprio = i,
+                SearchEntry::External => {
+                    for dir in self.cfg.externals.iter().rev() {
+                        let mut d = dir.clone();
+                        d.push(b'/');
+                        if n.path.starts_with(&d) {
+                            nprio = Some(i);
+                        }
+                        if o.path.starts_with(&d) {
+                            oprio = Some(i);
+                        }
+                        i += 1;
+                    }
+                }
+                SearchEntry::Path(p) => {
+                    let mut d = p.clone();
+                    d.push(b'/');
+                    if nstem.is_some_and(|s| s.starts_with(&d)) {
+                        nprio = Some(i);
+                    } else if ostem.is_some_and(|s| s.starts_with(&d)) {
+                        oprio = Some(i);
+                    }
+                }
+            }
+            i += 1;
+        }
+        nprio.unwrap_or(bprio) > oprio.unwrap_or(bprio)
+    }
+
+    /// The surviving modules, in the order they were first kept.
+    pub fn into_modules(self) -> Vec<Candidate> {
+        self.kept
+    }
+}
