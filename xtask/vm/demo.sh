@@ -15,19 +15,21 @@ x() {
 	cmd=$1
 	shift
 	case $cmd in depmod | modprobe | insmod | rmmod | lsmod | modinfo) cmd=/sbin/$cmd ;; esac
-	"$cmd" "$@" 2>&1
+	# Through a file: no tty, so no progress bars on the serial console.
+	"$cmd" "$@" >/tmp/x.out 2>&1
 	rc=$?
+	cat /tmp/x.out
 	[ $rc = 0 ] || echo "[exit status $rc]"
 }
 
 echo VMTEST-DEMO
 say "Linux $KVER under qemu; the kernel runs $(cat /proc/sys/kernel/modprobe) for module requests."
 say "A pristine module tree: no indexes yet."
-x ls "$MODDIR"
+x ls -C "$MODDIR"
 t=$(cut -d' ' -f1 /proc/uptime)
 x depmod -a
 echo "(depmod -a: $(awk -v a="$t" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')s)"
-x ls "$MODDIR"
+x ls -C "$MODDIR"
 
 msdos=$(find "$MODDIR" -name 'msdos.ko*')
 say "insmod loads one file and knows nothing about dependencies:"
@@ -48,4 +50,4 @@ mkdosfs -n DEMO /tmp/fat.img >/dev/null 2>&1
 losetup /dev/loop0 /tmp/fat.img
 x mount -t vfat /dev/loop0 /mnt
 x lsmod
-umount /mnt
+umount /mnt 2>/dev/null
