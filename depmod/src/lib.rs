@@ -289,6 +289,28 @@ fn run(args: Args, printer: &mut Printer) -> Result<(), (Level, String)> {
 mod tests {
     use super::*;
 
+    fn parse(v: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn callers_command_lines() {
+        // weak-modules: -naeE FILE; Alpine: options after the version; DKMS: -a KVER -F map.
+        let a = parse(&["depmod", "-C", "/c", "-b", "/b", "-naeE", "/sym", "6.1.0"]).unwrap();
+        assert!(a.dry_run && a.all && a.errsyms);
+        assert_eq!(a.symvers, Some(PathBuf::from("/sym")));
+        let a = parse(&["depmod", "6.1.0", "-b", "/tmp/x"]).unwrap();
+        assert_eq!(a.basedir, Some(OsString::from("/tmp/x")));
+        assert_eq!(a.operands, vec![OsString::from("6.1.0")]);
+        let a = parse(&["depmod", "-a", "6.1.0", "-F", "/boot/System.map"]).unwrap();
+        assert_eq!(a.filesyms, Some(PathBuf::from("/boot/System.map")));
+        let a = parse(&["depmod", "-ae", "-F", "/m", "-b", "/i", "6.1"]).unwrap();
+        assert!(a.all && a.errsyms);
+        let a = parse(&["depmod", "--dry-run", "-vv", "-u", "--quiet", "6.1"]).unwrap();
+        assert!(a.dry_run && a.verbose == 2 && a.dep_u && a.dep_quiet);
+        assert!(parse(&["depmod", "--bogus"]).is_err());
+    }
+
     #[test]
     fn versions() {
         assert!(looks_like_version(b"6.1.0-28-cloud-amd64"));
