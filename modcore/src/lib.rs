@@ -16,6 +16,7 @@ pub mod index;
 pub mod kernel;
 pub mod load;
 pub mod modinfo;
+pub mod modprobe;
 pub mod modprobe_conf;
 pub mod module;
 pub mod name;
