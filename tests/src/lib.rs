@@ -1,4 +1,5 @@
 //! Integration tests and test fixtures (synthetic modules, simulated kernel).
 
+pub mod fixtures;
 pub mod simkernel;
 pub mod synth;
