@@ -163,7 +163,11 @@ fn run_args_with(
     let matches = match Args::command().try_get_matches_from(&full) {
         Ok(m) => m,
         Err(e) => {
-            let _ = err.write_all(&getopt_message(&argv0, &e));
+            let _ = err.write_all(&getopt_message(
+                &argv0,
+                full.last().map(OsString::as_os_str),
+                &e,
+            ));
             return 1;
         }
     };
@@ -397,7 +401,7 @@ fn kmod_log_priority(v: &[u8]) -> i32 {
 }
 
 /// getopt's wording for parse errors (they name argv[0] as invoked).
-fn getopt_message(argv0: &OsStr, e: &clap::Error) -> Vec<u8> {
+fn getopt_message(argv0: &OsStr, last: Option<&OsStr>, e: &clap::Error) -> Vec<u8> {
     let a0 = argv0.to_string_lossy();
     let arg = match e.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(s)) => s.clone(),
@@ -406,18 +410,35 @@ fn getopt_message(argv0: &OsStr, e: &clap::Error) -> Vec<u8> {
     let line = match e.kind() {
         ErrorKind::UnknownArgument => {
             if let Some(long) = arg.strip_prefix("--") {
-                format!("{a0}: unrecognized option '--{long}'")
+                let word = long.split('=').next().unwrap_or(long);
+                let matching: Vec<String> = long_names()
+                    .into_iter()
+                    .filter(|n| n.starts_with(word))
+                    .collect();
+                if matching.len() > 1 && !word.is_empty() {
+                    let list: Vec<String> = matching.iter().map(|n| format!("'--{n}'")).collect();
+                    format!(
+                        "{a0}: option '--{word}' is ambiguous; possibilities: {}",
+                        list.join(" ")
+                    )
+                } else {
+                    format!("{a0}: unrecognized option '--{long}'")
+                }
             } else {
                 let c = arg.trim_start_matches('-').chars().next().unwrap_or('?');
                 format!("{a0}: invalid option -- '{c}'")
             }
         }
         ErrorKind::InvalidValue | ErrorKind::NoEquals | ErrorKind::MissingRequiredArgument => {
-            let name = arg.split([' ', '=']).next().unwrap_or("").to_string();
-            if let Some(long) = name.strip_prefix("--") {
+            // A missing value can only be at the end of the arguments: the spelling the
+            // user typed is the last argument.
+            let typed = last
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(long) = typed.strip_prefix("--") {
                 format!("{a0}: option '--{long}' requires an argument")
             } else {
-                let c = name.trim_start_matches('-').chars().next().unwrap_or('?');
+                let c = typed.chars().last().unwrap_or('?');
                 format!("{a0}: option requires an argument -- '{c}'")
             }
         }
@@ -434,6 +455,21 @@ fn getopt_message(argv0: &OsStr, e: &clap::Error) -> Vec<u8> {
     let mut v = line.into_bytes();
     v.push(b'\n');
     v
+}
+
+/// Every long option name and alias, in declaration order.
+fn long_names() -> Vec<String> {
+    let cmd = Args::command();
+    let mut out = Vec::new();
+    for a in cmd.get_arguments() {
+        if let Some(l) = a.get_long() {
+            out.push(l.to_string());
+        }
+        if let Some(al) = a.get_all_aliases() {
+            out.extend(al.into_iter().map(str::to_string));
+        }
+    }
+    out
 }
 
 fn help_text(prog: &str) -> String {
@@ -611,6 +647,22 @@ mod tests {
         let (c, _, e) = parse(&["modprobe"]);
         assert_eq!(c, 1);
         assert_eq!(e, "modprobe: ERROR: missing parameters. See -h.\n");
+        let (c, _, e) = parse(&["modprobe", "--sh", "x"]);
+        assert_eq!(c, 1);
+        assert!(
+            e.starts_with("modprobe: option '--sh' is ambiguous; possibilities: '--show-alias' '--show-depends'"),
+            "{e}"
+        );
+        let (c, _, e) = parse(&["modprobe", "-C"]);
+        assert_eq!(
+            (c, e.as_str()),
+            (1, "modprobe: option requires an argument -- 'C'\n")
+        );
+        let (c, _, e) = parse(&["modprobe", "--config"]);
+        assert_eq!(
+            (c, e.as_str()),
+            (1, "modprobe: option '--config' requires an argument\n")
+        );
         let (c, _, e) = parse(&["modprobe", "-r", "-w", "5x", "fat"]);
         assert_eq!(c, 1);
         assert_eq!(e, "modprobe: ERROR: unexpected wait value '5x'.\n");

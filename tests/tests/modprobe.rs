@@ -1112,3 +1112,107 @@ fn getopt_style_errors() {
         (1, "modprobe: invalid option -- 'x'\n")
     );
 }
+
+// ----- compressed modules, force flags, aliases to nothing ---------------------------
+
+#[test]
+fn compressed_modules_and_force_flags() {
+    use modcore::compress::Compression;
+    use tests::synth;
+    let sys = System::new(KVER);
+    sys.module_bytes(
+        "kernel/fs/fat/fat.ko.xz",
+        &synth::xz(&m("fat").export("fat_get").build()),
+    )
+    .module_bytes(
+        "kernel/fs/fat/vfat.ko.zst",
+        &synth::zstd(&m("vfat").needs("fat_get").build()),
+    )
+    .module("kernel/fs/nls/nls_utf8.ko", m("nls_utf8"));
+    sys.depmod();
+    let k = sys.kernel();
+    let r = run(&sys, &k, &["-D", "vfat"]);
+    assert_eq!(
+        r.out,
+        lines(&[
+            &format!("insmod {MD}/kernel/fs/fat/fat.ko.xz "),
+            &format!("insmod {MD}/kernel/fs/fat/vfat.ko.zst "),
+        ])
+    );
+    // No in-kernel decompression: user space decompresses, init_module.
+    assert_eq!(run(&sys, &k, &["vfat"]).code, 0);
+    assert!(k
+        .calls()
+        .iter()
+        .all(|c| matches!(c, Call::InitModule { .. })));
+    // The kernel decompresses xz itself: finit_module with MODULE_INIT_COMPRESSED_FILE.
+    let k = sys.kernel();
+    k.set_decompression(Some(Compression::Xz));
+    assert_eq!(run(&sys, &k, &["-f", "vfat"]).code, 0);
+    let calls = k.calls();
+    assert!(
+        matches!(&calls[0], Call::FinitModule { module: Some(n), flags: 7, .. } if n == "fat"),
+        "{calls:?}"
+    );
+    assert!(matches!(&calls[1], Call::InitModule { module: Some(n), .. } if n == "vfat"));
+    // Plain files: finit_module with the force bits.
+    for (args, bits) in [
+        (&["-f", "nls_utf8"][..], 3u32),
+        (&["--force-vermagic", "nls_utf8"], 2),
+        (&["--force-modversion", "nls_utf8"], 1),
+        (&["nls_utf8"], 0),
+    ] {
+        let k = sys.kernel();
+        assert_eq!(run(&sys, &k, args).code, 0);
+        assert!(
+            matches!(k.calls().as_slice(), [Call::FinitModule { flags, .. }] if *flags == bits),
+            "{args:?}: {:?}",
+            k.calls()
+        );
+    }
+}
+
+#[test]
+fn alias_to_an_alias_is_not_followed() {
+    let sys = standard();
+    sys.write("/etc/modprobe.d/a.conf", "alias foo fs-msdos\n");
+    let k = sys.kernel();
+    let r = run(&sys, &k, &["-D", "foo"]);
+    assert_eq!((r.code, r.out.as_str()), (0, ""));
+    assert_eq!(run(&sys, &k, &["-R", "foo"]).out, "fs_msdos\n");
+    let r = run(&sys, &k, &["foo"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        "modprobe: ERROR: could not find module by name='fs_msdos'\n\
+         modprobe: ERROR: could not insert 'fs_msdos': Unknown symbol in module, or unknown parameter (see dmesg)\n\
+         modprobe: NOTE: fs_msdos is not a module in /lib/modules/6.1.0-test: the configuration alias 'foo' points to it, and aliases are not followed to other aliases\n"
+    );
+}
+
+#[test]
+fn long_option_spellings() {
+    let sys = standard();
+    let k = sys.kernel();
+    // Exact old spellings win over longer options sharing the prefix.
+    let r = run(&sys, &k, &["--show", "-v", "vfat"]);
+    assert_eq!((r.code, r.out.lines().count()), (0, 2), "{}", r.err);
+    assert!(k.calls().is_empty(), "--show is --dry-run");
+    let r = run(&sys, &k, &["--showconfig"]);
+    assert!(r.out.contains("# End of configuration files."));
+    let r = run(&sys, &k, &["--resolve-alias", "fs-vfat"]);
+    assert_eq!(r.out, "vfat\n");
+    assert_eq!(
+        run(
+            &sys,
+            &k,
+            &["--set-version", KVER, "--dirname", "", "-q", "vfat"]
+        )
+        .code,
+        1
+    );
+    assert_eq!(run(&sys, &k, &["vfat"]).code, 0);
+    let r = run(&sys, &k, &["--remove-dependencies", "-r", "fat"]);
+    assert_eq!((r.code, r.err.as_str()), (0, ""));
+    assert!(k.loaded().is_empty());
+}

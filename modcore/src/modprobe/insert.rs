@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::lookup::{Found, ModPath};
+use super::lookup::{Found, ModPath, Source};
 use super::plan::{self, Action, Step};
 use super::{show, Abort, CommandStatus, Ctx, FailureRecord};
 use crate::diag::{show as lossy, Level};
@@ -123,6 +123,19 @@ fn insert_notes(ctx: &Ctx<'_, '_>, top: &Found, err: i32) -> Vec<String> {
         ));
     }
     if fail.errno != -err {
+        return out;
+    }
+    if fail.path.is_none() {
+        let moddir = lossy(ctx.db.moddir_shown()).into_owned();
+        match (&top.key.alias, top.source) {
+            (Some(alias), Source::ConfigAlias) if fail.name == top.key.name => out.push(format!(
+                "{name} is not a module in {moddir}: the configuration alias '{}' points to it, and aliases are not followed to other aliases",
+                lossy(alias)
+            )),
+            _ => out.push(format!(
+                "{name} is not a module in {moddir}: modules.dep has no entry for it"
+            )),
+        }
         return out;
     }
     let ectx = ctx.explain_context();
