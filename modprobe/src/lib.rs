@@ -145,7 +145,7 @@ fn run_args_with(
     kernel: &dyn Kernel,
     out: &mut dyn Write,
     err: &mut dyn Write,
-    force_syslog: bool,
+    stderr_closed: bool,
 ) -> u8 {
     let argv0 = args
         .first()
@@ -279,7 +279,7 @@ fn run_args_with(
         child_modprobe_options: child.map(OsString::from_vec),
     };
 
-    let syslog = !a.syslog.is_empty() || force_syslog;
+    let syslog = !a.syslog.is_empty() || stderr_closed;
     let library_threshold = env
         .kmod_log
         .as_ref()
@@ -291,6 +291,7 @@ fn run_args_with(
         prog: prog.clone(),
         err,
         syslog,
+        stderr_closed,
     });
     let outcome = {
         let mut d = Forward {
@@ -520,7 +521,11 @@ fn help_text(prog: &str) -> String {
 struct Printer<'w> {
     prog: String,
     err: &'w mut dyn Write,
+    /// Tool messages go to syslog (`-s`, or stderr closed).
     syslog: bool,
+    /// Early library messages use libkmod's default printer (stderr) even with `-s`;
+    /// only a closed stderr sends them to syslog.
+    stderr_closed: bool,
 }
 
 impl Printer<'_> {
@@ -534,7 +539,7 @@ impl Printer<'_> {
     }
 
     fn library(&mut self, priority: i32, text: &str) {
-        if self.syslog {
+        if self.stderr_closed {
             send_syslog("libkmod", priority, text);
         } else {
             let _ = writeln!(self.err, "libkmod: {text}");

@@ -186,6 +186,7 @@ fn probe_insert(ctx: &mut Ctx<'_, '_>, found: &Found, extra: Option<&[u8]>) -> R
 
     let mut err = 0;
     for step in &steps {
+        ctx.failure = None;
         err = if !opts.ignore_loaded() && ctx.in_kernel(&step.key) {
             -EEXIST
         } else {

@@ -43,14 +43,6 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
-    const ALL: [IndexKind; 5] = [
-        IndexKind::Dep,
-        IndexKind::Alias,
-        IndexKind::Symbols,
-        IndexKind::Builtin,
-        IndexKind::BuiltinAlias,
-    ];
-
     fn slot(self) -> usize {
         match self {
             IndexKind::Dep => 0,
@@ -293,16 +285,6 @@ impl ModDb {
             Ok(text) => Store::Text(TextIndex::parse(kind, &text)),
             Err(_) => Store::Missing,
         }
-    }
-
-    /// Are the binary indexes present (the normal case)? `false` names the first
-    /// `.bin` file that is missing.
-    pub fn missing_bin(&self) -> Option<&'static str> {
-        IndexKind::ALL
-            .iter()
-            .filter(|k| **k != IndexKind::BuiltinAlias)
-            .find(|k| !self.moddir.join(k.bin_name()).exists())
-            .map(|k| k.bin_name())
     }
 
     fn get_first(&self, kind: IndexKind, key: &[u8]) -> Option<Vec<u8>> {

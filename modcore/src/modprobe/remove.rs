@@ -162,7 +162,9 @@ fn delete(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> i32 {
         force: ctx.opts.force,
     };
     let wait = ctx.opts.wait_msec;
-    let deadline = Instant::now() + Duration::from_millis(wait);
+    // With -w the deadline starts at the first EAGAIN; sleeps double from 2 ms, the
+    // last one trimmed to the deadline.
+    let mut deadline: Option<Instant> = None;
     let mut interval = Duration::from_millis(2);
     let errno = loop {
         match ctx.kernel.delete_module(&cname, flags) {
@@ -173,10 +175,11 @@ fn delete(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> i32 {
                     break errno;
                 }
                 let now = Instant::now();
-                if now >= deadline {
+                let end = *deadline.get_or_insert(now + Duration::from_millis(wait));
+                if now >= end {
                     break errno;
                 }
-                std::thread::sleep(interval.min(deadline - now));
+                std::thread::sleep(interval.min(end - now));
                 interval *= 2;
             }
         }
