@@ -786,7 +786,9 @@ fn not_a_module(
             ));
             builtin_hint(out);
         }
-        Some(FileFacts::BadElf(why)) => out.push(format!("{p} is not a usable kernel module: {why}")),
+        Some(FileFacts::BadElf(why)) => {
+            out.push(format!("{p} is not a usable kernel module: {why}"))
+        }
         Some(FileFacts::Elf {
             machine,
             e_type,
@@ -960,12 +962,7 @@ pub enum RemoveFailure {
 /// The modules that would have to be removed before `name` (everything holding it,
 /// directly or not), in an order in which they can be removed; `name` itself is last.
 pub fn removal_order(live: &LiveModules<'_>, name: &[u8]) -> Vec<Vec<u8>> {
-    fn visit(
-        live: &LiveModules<'_>,
-        m: &[u8],
-        seen: &mut Vec<Vec<u8>>,
-        order: &mut Vec<Vec<u8>>,
-    ) {
+    fn visit(live: &LiveModules<'_>, m: &[u8], seen: &mut Vec<Vec<u8>>, order: &mut Vec<Vec<u8>>) {
         if seen.iter().any(|s| s == m) {
             return;
         }
@@ -1093,7 +1090,11 @@ fn in_use(ctx: &Context<'_>, live: &LiveModules<'_>, name: &str, out: &mut Vec<S
     for m in &order {
         let r = foreign_refs(live, m);
         if r > 0 {
-            busy.push(format!("{} ({})", lossy(m), plural(r as usize, "reference", "references")));
+            busy.push(format!(
+                "{} ({})",
+                lossy(m),
+                plural(r as usize, "reference", "references")
+            ));
         }
     }
     if !busy.is_empty() {
@@ -1145,8 +1146,14 @@ mod tests {
     #[test]
     fn heads() {
         assert_eq!(describe_head(b"#!/bin/sh\n"), "a script");
-        assert_eq!(describe_head(b"hello world\nx"), "text starting with \"hello world\"");
-        assert_eq!(describe_head(&[0, 1, 2, 3, 4]), "data starting with bytes 00 01 02 03");
+        assert_eq!(
+            describe_head(b"hello world\nx"),
+            "text starting with \"hello world\""
+        );
+        assert_eq!(
+            describe_head(&[0, 1, 2, 3, 4]),
+            "data starting with bytes 00 01 02 03"
+        );
         assert_eq!(machine_to_em("x86_64"), Some(62));
         assert_eq!(em_name(183), "AArch64");
     }

@@ -3,6 +3,8 @@
 //! Parsers in this crate take bytes or text and return values; they do no I/O and never
 //! print. I/O lives in clearly named places (`fsio`, `depmod::walk`, `depmod::write`).
 
+pub mod autoclean;
+pub mod cliutil;
 pub mod cmdline;
 pub mod compress;
 pub mod depmod;
@@ -16,6 +18,7 @@ pub mod index;
 pub mod kernel;
 pub mod load;
 pub mod modinfo;
+pub mod modinfo_tool;
 pub mod modprobe;
 pub mod modprobe_conf;
 pub mod module;

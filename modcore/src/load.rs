@@ -35,8 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compress::{self, CompressError, Compression, Decoders, MIN_FILE_LEN};
 use crate::diag::{Level, Sink};
-use crate::elf::{Class, Elf};
-use crate::kernel::{Errno, Kernel, KernelError, LoadFlags};
+use crate::kernel::{strerror, Errno, Kernel, KernelError, LoadFlags};
 use crate::procfs::{KernelCompression, LiveModules};
 use crate::root::Root;
 
@@ -253,14 +252,21 @@ pub fn insert_module(
     })?;
     let mut image = image.into_owned();
     if opts.forced() {
+        // kmod 30 only logs a patch that cannot be applied and loads the image as it is.
         if opts.force_modversion {
-            if let Err(why) = strip_modversions(&mut image) {
-                sink.emit(Level::Info, format!("Failed to strip modversion: {why}"));
+            if let Err(why) = crate::elf::clear_alloc_flag(&mut image, b"__versions") {
+                sink.emit(
+                    Level::Info,
+                    format!("Failed to strip modversion: {}", strerror(why.errno())),
+                );
             }
         }
         if opts.force_vermagic {
-            if let Err(why) = strip_vermagic(&mut image) {
-                sink.emit(Level::Info, format!("Failed to strip vermagic: {why}"));
+            if let Err(why) = crate::module::strip_vermagic(&mut image) {
+                sink.emit(
+                    Level::Info,
+                    format!("Failed to strip vermagic: {}", strerror(why.errno())),
+                );
             }
         }
     }
@@ -300,79 +306,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
-}
-
-/// Why a forced image could not be patched (the text after kmod's
-/// `Failed to strip ...: `).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum StripError {
-    /// The image is not a usable ELF file.
-    #[error("Invalid argument")]
-    NotElf,
-    /// `--force-vermagic`: `.modinfo` is missing.
-    #[error("No such file or directory")]
-    NoModinfo,
-    /// `--force-vermagic`: `.modinfo` has no `vermagic=` string.
-    #[error("No data available")]
-    NoVermagic,
-}
-
-/// `--force-modversion` for `init_module`: clear `SHF_ALLOC` in the section header of
-/// `__versions`, so the kernel does not see the version table. An image without
-/// `__versions` needs nothing and is left as it is.
-pub fn strip_modversions(image: &mut [u8]) -> Result<(), StripError> {
-    const SHF_ALLOC: u64 = 0x2;
-    let (at, width, flags, big) = {
-        let elf = Elf::parse(image).map_err(|_| StripError::NotElf)?;
-        let Some((info, _)) = elf.find_section(b"__versions") else {
-            return Ok(());
-        };
-        let width = match elf.class() {
-            Class::Elf32 => 4,
-            Class::Elf64 => 8,
-        };
-        // sh_flags follows sh_name and sh_type (4 bytes each) in both classes.
-        let at = usize::try_from(info.header_offset).map_err(|_| StripError::NotElf)? + 8;
-        let big = matches!(elf.endianness(), object::Endianness::Big);
-        (at, width, info.flags & !SHF_ALLOC, big)
-    };
-    let field = image.get_mut(at..at + width).ok_or(StripError::NotElf)?;
-    for (i, b) in field.iter_mut().enumerate() {
-        let shift = if big { 8 * (width - 1 - i) } else { 8 * i };
-        *b = (flags >> shift) as u8;
-    }
-    Ok(())
-}
-
-/// `--force-vermagic` for `init_module`: overwrite the `vermagic=...` string of
-/// `.modinfo` with NUL bytes.
-pub fn strip_vermagic(image: &mut [u8]) -> Result<(), StripError> {
-    let (start, len) = {
-        let elf = Elf::parse(image).map_err(|_| StripError::NotElf)?;
-        let (info, data) = elf
-            .find_section(b".modinfo")
-            .ok_or(StripError::NoModinfo)?;
-        let base = usize::try_from(info.offset).map_err(|_| StripError::NotElf)?;
-        let mut found = None;
-        let mut i = 0;
-        while i < data.len() {
-            let end = data[i..]
-                .iter()
-                .position(|&b| b == 0)
-                .map_or(data.len(), |n| i + n);
-            if data[i..end].starts_with(b"vermagic=") {
-                found = Some((base + i, end - i));
-                break;
-            }
-            i = end + 1;
-        }
-        found.ok_or(StripError::NoVermagic)?
-    };
-    image
-        .get_mut(start..start + len)
-        .ok_or(StripError::NotElf)?
-        .fill(0);
-    Ok(())
 }
 
 /// The parameter string for command-line operands `param[=value] ...` (spec §3.5.4,
@@ -426,12 +359,5 @@ mod tests {
     fn c_params_cut_at_nul() {
         assert_eq!(c_params(b"a=1\0b").to_bytes(), b"a=1");
         assert_eq!(c_params(b"").to_bytes(), b"");
-    }
-
-    #[test]
-    fn strip_errors_on_non_elf() {
-        let mut junk = b"not an elf file at all".to_vec();
-        assert_eq!(strip_vermagic(&mut junk), Err(StripError::NotElf));
-        assert_eq!(strip_modversions(&mut junk), Err(StripError::NotElf));
     }
 }

@@ -1,0 +1,213 @@
+//! Small pieces the tool front ends share: program name, getopt-style error texts,
+//! the version lines, verbosity thresholds, the kmod message line, and syslog output.
+//!
+//! These are helpers for the thin binaries; the logic of the tools lives elsewhere.
+
+use std::os::unix::net::UnixDatagram;
+
+use crate::diag::Level;
+
+/// What `-V`/`--version` prints (two lines; scripts parse the first).
+pub const VERSION_TEXT: &str = "kmod version 30\n+ZSTD +XZ +ZLIB +LIBCRYPTO -EXPERIMENTAL\n";
+
+/// The basename of `argv[0]` (kmod's own messages use it), `default` if empty.
+pub fn prog_name(argv0: Option<&std::ffi::OsStr>, default: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    argv0
+        .map(|a| {
+            let b = a.as_bytes();
+            let base = b.rsplit(|&c| c == b'/').next().unwrap_or(b);
+            String::from_utf8_lossy(base).into_owned()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A command-line error, to be printed the way glibc's `getopt_long` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetoptError {
+    /// An unknown option as typed (`-Z`, `--bogus`, `--bogus=1`).
+    Unknown(String),
+    /// An option that needs an argument and got none (`-F`, `--field`).
+    MissingArgument(String),
+    /// A long option given an argument it does not take (`--force=1`).
+    UnexpectedArgument(String),
+    /// An abbreviated long option matching several (`--f`), with the candidates.
+    Ambiguous(String, Vec<String>),
+}
+
+impl GetoptError {
+    /// Classify an unknown long option: ambiguous when it is a prefix of several of
+    /// `longs` (the tool's long options in its option-table order, without `--`).
+    pub fn unknown_long(typed: &str, longs: &[&str]) -> GetoptError {
+        let name = typed.trim_start_matches("--");
+        let name = name.split('=').next().unwrap_or(name);
+        let hits: Vec<String> = longs
+            .iter()
+            .filter(|l| l.starts_with(name) && !name.is_empty())
+            .map(|l| format!("--{l}"))
+            .collect();
+        if hits.len() > 1 {
+            GetoptError::Ambiguous(typed.to_string(), hits)
+        } else {
+            GetoptError::Unknown(typed.to_string())
+        }
+    }
+}
+
+/// glibc's message for a command-line error; `argv0` exactly as invoked.
+pub fn getopt_message(argv0: &str, e: &GetoptError) -> String {
+    match e {
+        GetoptError::Unknown(a) if a.starts_with("--") => {
+            format!("{argv0}: unrecognized option '{a}'")
+        }
+        GetoptError::Unknown(a) => format!(
+            "{argv0}: invalid option -- '{}'",
+            a.trim_start_matches('-').chars().next().unwrap_or('?')
+        ),
+        GetoptError::MissingArgument(a) if a.starts_with("--") => {
+            format!("{argv0}: option '{a}' requires an argument")
+        }
+        GetoptError::MissingArgument(a) => format!(
+            "{argv0}: option requires an argument -- '{}'",
+            a.trim_start_matches('-').chars().next().unwrap_or('?')
+        ),
+        GetoptError::Ambiguous(a, hits) => {
+            let list: Vec<String> = hits.iter().map(|h| format!("'{h}'")).collect();
+            format!(
+                "{argv0}: option '{a}' is ambiguous; possibilities: {}",
+                list.join(" ")
+            )
+        }
+        GetoptError::UnexpectedArgument(a) => {
+            let name = a.split('=').next().unwrap_or(a);
+            format!("{argv0}: option '{name}' doesn't allow an argument")
+        }
+    }
+}
+
+/// The threshold after `verbose` `-v` flags, starting from `base` (insmod and rmmod
+/// start at ERROR, modprobe at WARNING). Each `-v` admits one more level.
+pub fn threshold(base: Level, verbose: u8) -> Level {
+    const ORDER: [Level; 6] = [
+        Level::Fatal,
+        Level::Error,
+        Level::Warning,
+        Level::Notice,
+        Level::Info,
+        Level::Debug,
+    ];
+    let i = ORDER.iter().position(|&l| l == base).unwrap_or(1);
+    ORDER[(i + usize::from(verbose)).min(ORDER.len() - 1)]
+}
+
+/// syslog priority of a level.
+pub fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::Fatal => 2,
+        Level::Error => 3,
+        Level::Warning => 4,
+        Level::Notice => 5,
+        Level::Info => 6,
+        Level::Debug => 7,
+    }
+}
+
+/// A connection to the system log (`/dev/log`), facility daemon, like kmod's
+/// `openlog(prog, LOG_CONS, LOG_DAEMON)`. Messages are sent as
+/// `<PRI>ident: LEVEL: text`. When `/dev/log` is not available messages are dropped.
+#[derive(Debug)]
+pub struct Syslog {
+    ident: String,
+    sock: Option<UnixDatagram>,
+}
+
+impl Syslog {
+    /// Connect to `/dev/log`.
+    pub fn open(ident: &str) -> Syslog {
+        let sock = UnixDatagram::unbound()
+            .ok()
+            .filter(|s| s.connect("/dev/log").is_ok());
+        Syslog {
+            ident: ident.to_string(),
+            sock,
+        }
+    }
+
+    /// Send one message at `level`.
+    pub fn send(&self, level: Level, text: &str) {
+        const LOG_DAEMON: u8 = 3 << 3;
+        if let Some(s) = &self.sock {
+            let msg = format!(
+                "<{}>{}: {}: {}",
+                LOG_DAEMON | syslog_priority(level),
+                self.ident,
+                level,
+                text.trim_end_matches('\n')
+            );
+            let _ = s.send(msg.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getopt_texts() {
+        assert_eq!(
+            getopt_message("rmmod", &GetoptError::Unknown("-Z".into())),
+            "rmmod: invalid option -- 'Z'"
+        );
+        assert_eq!(
+            getopt_message("/sbin/rmmod", &GetoptError::Unknown("--bogus".into())),
+            "/sbin/rmmod: unrecognized option '--bogus'"
+        );
+        assert_eq!(
+            getopt_message("modinfo", &GetoptError::MissingArgument("-F".into())),
+            "modinfo: option requires an argument -- 'F'"
+        );
+        assert_eq!(
+            getopt_message("modinfo", &GetoptError::MissingArgument("--field".into())),
+            "modinfo: option '--field' requires an argument"
+        );
+        assert_eq!(
+            getopt_message(
+                "insmod",
+                &GetoptError::UnexpectedArgument("--force=1".into())
+            ),
+            "insmod: option '--force' doesn't allow an argument"
+        );
+    }
+
+    #[test]
+    fn ambiguity() {
+        let longs = ["author", "filename", "field", "null"];
+        let g = GetoptError::unknown_long("--f", &longs);
+        assert_eq!(
+            getopt_message("modinfo", &g),
+            "modinfo: option '--f' is ambiguous; possibilities: '--filename' '--field'"
+        );
+        assert_eq!(
+            GetoptError::unknown_long("--zz", &longs),
+            GetoptError::Unknown("--zz".into())
+        );
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(threshold(Level::Error, 0), Level::Error);
+        assert_eq!(threshold(Level::Error, 1), Level::Warning);
+        assert_eq!(threshold(Level::Error, 3), Level::Info);
+        assert_eq!(threshold(Level::Error, 9), Level::Debug);
+        assert_eq!(threshold(Level::Warning, 1), Level::Notice);
+    }
+
+    #[test]
+    fn names() {
+        use std::ffi::OsStr;
+        assert_eq!(prog_name(Some(OsStr::new("/sbin/rmmod")), "x"), "rmmod");
+        assert_eq!(prog_name(None, "x"), "x");
+    }
+}
