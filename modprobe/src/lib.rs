@@ -412,8 +412,9 @@ fn getopt_message(argv0: &OsStr, last: Option<&OsStr>, e: &clap::Error) -> Vec<u
         ErrorKind::UnknownArgument => {
             if let Some(long) = arg.strip_prefix("--") {
                 let word = long.split('=').next().unwrap_or(long);
-                let matching: Vec<String> = long_names()
-                    .into_iter()
+                let matching: Vec<&str> = LONG_NAMES
+                    .iter()
+                    .copied()
                     .filter(|n| n.starts_with(word))
                     .collect();
                 if matching.len() > 1 && !word.is_empty() {
@@ -458,20 +459,39 @@ fn getopt_message(argv0: &OsStr, last: Option<&OsStr>, e: &clap::Error) -> Vec<u
     v
 }
 
-/// Every long option name and alias, in declaration order.
-fn long_names() -> Vec<String> {
-    let cmd = Args::command();
-    let mut out = Vec::new();
-    for a in cmd.get_arguments() {
-        if let Some(l) = a.get_long() {
-            out.push(l.to_string());
-        }
-        if let Some(al) = a.get_all_aliases() {
-            out.extend(al.into_iter().map(str::to_string));
-        }
-    }
-    out
-}
+/// kmod 30's long options in the order of its option table (getopt lists ambiguous
+/// candidates in this order).
+const LONG_NAMES: [&str; 29] = [
+    "all",
+    "remove",
+    "remove-dependencies",
+    "remove-holders",
+    "wait",
+    "resolve-alias",
+    "first-time",
+    "ignore-install",
+    "ignore-remove",
+    "use-blacklist",
+    "force",
+    "force-modversion",
+    "force-vermagic",
+    "show-depends",
+    "showconfig",
+    "show-config",
+    "show-modversions",
+    "dump-modversions",
+    "show-exports",
+    "dry-run",
+    "show",
+    "config",
+    "dirname",
+    "set-version",
+    "syslog",
+    "quiet",
+    "verbose",
+    "version",
+    "help",
+];
 
 fn help_text(prog: &str) -> String {
     format!(
@@ -655,7 +675,7 @@ mod tests {
         let (c, _, e) = parse(&["modprobe", "--sh", "x"]);
         assert_eq!(c, 1);
         assert!(
-            e.starts_with("modprobe: option '--sh' is ambiguous; possibilities: '--show-alias' '--show-depends'"),
+            e.starts_with("modprobe: option '--sh' is ambiguous; possibilities: '--show-depends' '--showconfig'"),
             "{e}"
         );
         let (c, _, e) = parse(&["modprobe", "-C"]);
