@@ -76,6 +76,7 @@ const TEST_STEPS: &[(&str, Step)] = &[
         Step::Cargo(&["test", "--workspace"]),
     ),
     ("cargo xtask compat", Step::Xtask(compat::run)),
+    ("cargo xtask vm-test", Step::Xtask(vm::run_tests)),
 ];
 
 /// `cargo xtask test`: every step in order; the first failure stops with an error.
