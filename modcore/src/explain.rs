@@ -597,13 +597,26 @@ pub fn explain_insert(ctx: &Context<'_>, f: &FailedInsert<'_>) -> Vec<String> {
         .filter(|r| !(quoted_unknown_symbols && r.message.contains(": Unknown symbol ")))
         .collect();
     for r in quotes.iter().take(MAX_QUOTES) {
-        out.push(format!("kernel: {}", r.message));
+        out.push(format!("kernel: {}", escape_controls(&r.message)));
     }
     if out.is_empty() && f.kmsg.is_none() {
         out.push(
             "the kernel log (/dev/kmsg) is not readable, so the kernel's reason is not known; see dmesg as root"
                 .to_string(),
         );
+    }
+    out
+}
+
+/// Control characters as `\xNN`, as the kernel escapes them in `/dev/kmsg`.
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
     }
     out
 }

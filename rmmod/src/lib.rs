@@ -62,6 +62,9 @@ struct Cli {
     /// Show the version
     #[arg(short = 'V', long = "version", action = ArgAction::Count)]
     version: u8,
+    /// kmod 30 lists `w` among its options and then refuses it
+    #[arg(short = 'w', hide = true, action = ArgAction::Count)]
+    wait: u8,
     /// Module names or module files
     #[arg(value_name = "MODULE")]
     operands: Vec<OsString>,
@@ -100,6 +103,12 @@ pub fn parse_args(argv: &[OsString]) -> Parsed {
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rmmod".into());
     match Cli::try_parse_from(argv) {
+        Ok(c) if c.wait > 0 => {
+            let prog = cliutil::prog_name(argv.first().map(OsString::as_os_str), "rmmod");
+            Parsed::Error(format!(
+                "{prog}: ERROR: unexpected getopt_long() value 'w'."
+            ))
+        }
         Ok(c) => Parsed::Run(Options {
             force: c.force > 0,
             all: c.all > 0,
