@@ -3,6 +3,7 @@
 //! Everything downloaded lives in a cache outside the repository (see `refs`).
 
 mod compat;
+mod fuzz;
 mod refs;
 mod vm;
 
@@ -18,6 +19,7 @@ fn usage() -> ExitCode {
          \x20          [--tree LABEL[,LABEL]] [--keep] [--ours PATH]\n  \
          vm-test    run the guest scenarios on real kernels under qemu\n  \
          demo       show the tools on a real kernel under qemu\n  \
+         fuzz       run the cargo-fuzz targets [--seconds N] [--target T] [-s address|none]\n  \
          test       run every test: fmt, clippy, cargo test, compat, ..."
     );
     ExitCode::from(2)
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         "compat" => compat::run(rest),
         "vm-test" => vm::run_tests(rest),
         "demo" => vm::run_demo(rest),
+        "fuzz" => fuzz::run(rest),
         "test" => run_test(rest),
         _ => return usage(),
     };
