@@ -44,6 +44,8 @@ struct Args {
     resolve_alias: u8,
     #[arg(long = "first-time", action = ArgAction::Count)]
     first_time: u8,
+    #[arg(short = 'k', long = "autoclean", action = ArgAction::Count)]
+    autoclean: u8,
     #[arg(short = 'i', long = "ignore-install", alias = "ignore-remove", action = ArgAction::Count)]
     ignore_commands: u8,
     #[arg(short = 'b', long = "use-blacklist", action = ArgAction::Count)]
@@ -252,6 +254,11 @@ fn run_args_with(
     };
 
     let opts = ModprobeOptions {
+        autoclean: a.autoclean > 0,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         all: a.all > 0,
         remove: a.remove > 0,
         remove_holders: a.remove_holders > 0,
@@ -461,7 +468,7 @@ fn getopt_message(argv0: &OsStr, last: Option<&OsStr>, e: &clap::Error) -> Vec<u
 
 /// kmod 30's long options in the order of its option table (getopt lists ambiguous
 /// candidates in this order).
-const LONG_NAMES: [&str; 29] = [
+const LONG_NAMES: [&str; 30] = [
     "all",
     "remove",
     "remove-dependencies",
@@ -491,6 +498,7 @@ const LONG_NAMES: [&str; 29] = [
     "verbose",
     "version",
     "help",
+    "autoclean",
 ];
 
 fn help_text(prog: &str) -> String {
@@ -509,6 +517,7 @@ fn help_text(prog: &str) -> String {
          \t-w, --wait <MSEC>           With -r: retry for MSEC milliseconds while in use\n\
          \t-R, --resolve-alias         Print what the names resolve to and exit\n\
          \t    --first-time            Fail if the module is already inserted or removed\n\
+         \t-k, --autoclean             Record loaded modules for 'rmmod --all' (autoclean)\n\
          \t-i, --ignore-install        Ignore install commands and softdeps\n\
          \t-i, --ignore-remove         Ignore remove commands and softdeps\n\
          \t-b, --use-blacklist         Apply the blacklist to module names too\n\

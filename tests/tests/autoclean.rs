@@ -273,3 +273,37 @@ fn concurrent_sweeps_remove_each_module_once() {
         .count();
     assert_eq!(deletes, 3);
 }
+
+/// `modprobe -k vfat` records vfat and the fat it pulled in; a module loaded without -k is
+/// never swept; `rmmod --all --idle=0` removes the recorded ones, holder first.
+#[test]
+fn modprobe_k_records_every_module_it_loads() {
+    let sys = tree();
+    let k = sys.kernel();
+    load_plain(&sys, &k, "kernel/fs/nls/nls_utf8.ko");
+    let argv: Vec<OsString> = ["modprobe", "-k", "vfat"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = modprobe::run_args(
+        &argv,
+        &modprobe::Env::default(),
+        sys.root(),
+        &k,
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(sorted(recorded(&sys)), vec!["fat", "vfat"]);
+    let (code, err) = rmmod(&sys, &k, &["--all", "--idle=0"], 1000);
+    assert_eq!(code, 0, "{err}");
+    let mut live = k.loaded();
+    live.sort();
+    assert_eq!(
+        live,
+        vec!["nls_utf8".to_string()],
+        "only the -k modules went"
+    );
+    assert!(recorded(&sys).is_empty());
+}

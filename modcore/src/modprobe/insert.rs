@@ -267,7 +267,18 @@ fn insert_file(ctx: &mut Ctx<'_, '_>, step: &Step, real: &Path, shown: &[u8]) ->
         load::insert_module(ctx.kernel, real, &step.options, &ctx.load_opts, &mut sink)
     };
     match r {
-        Ok(_) => 0,
+        Ok(_) => {
+            if ctx.opts.autoclean {
+                let name = lossy(&step.key.name).into_owned();
+                if let Err(e) = crate::autoclean::record(ctx.root, &name, ctx.opts.now) {
+                    ctx.log(
+                        Level::Error,
+                        format!("could not record {name} for autoclean: {e}"),
+                    );
+                }
+            }
+            0
+        }
         Err(e) => {
             let errno = e.errno();
             ctx.log(

@@ -118,6 +118,11 @@ pub struct ModprobeOptions {
     pub verbosity: i32,
     /// Operands: names, or a name and its parameters.
     pub operands: Vec<Vec<u8>>,
+    /// `-k`/`--autoclean`: record every module this call loads in the autoclean registry
+    /// (see [`crate::autoclean`]), so `rmmod --all` may remove it once unused.
+    pub autoclean: bool,
+    /// Seconds since the epoch, for autoclean records (passed in so tests need no clock).
+    pub now: u64,
     /// `MODPROBE_OPTIONS` for install/remove commands (kmod exports its `-C`, `-s`, `-q`,
     /// `-v` options there). `None`: inherited unchanged.
     pub child_modprobe_options: Option<OsString>,
@@ -126,6 +131,8 @@ pub struct ModprobeOptions {
 impl Default for ModprobeOptions {
     fn default() -> Self {
         ModprobeOptions {
+            autoclean: false,
+            now: 0,
             all: false,
             remove: false,
             remove_holders: false,
