@@ -45,6 +45,37 @@ const MODVERSION_SIZE: usize = 64;
 /// Prefix of the symbols that carry an export's CRC.
 const CRC_PREFIX: &[u8] = b"__crc_";
 
+/// The most symbol-name bytes one image may make us copy or hash, per list: the image
+/// length plus 64 KiB.
+///
+/// Names are C strings read anywhere in the image (like kmod, they may run past their
+/// string table), so entries can overlap: thousands of symbols or `__versions` records
+/// can all name the same long string, which would make the work quadratic in the file
+/// size. Real modules use well under a tenth of their size for names (Debian 6.1 and
+/// 6.12: at most 7%). An image over the budget is treated like a malformed table.
+fn name_budget(elf: &Elf<'_>) -> usize {
+    elf.data().len().saturating_add(64 * 1024)
+}
+
+/// Counts name bytes against [`name_budget`]; `false` once the budget is exceeded.
+struct NameBudget(usize);
+
+impl NameBudget {
+    fn new(elf: &Elf<'_>) -> Self {
+        NameBudget(name_budget(elf))
+    }
+
+    fn spend(&mut self, name: &[u8]) -> bool {
+        match self.0.checked_sub(name.len()) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Reads everything depmod needs from an (already decompressed) module image:
 /// `.modinfo` entries (§4.3), exports (§4.4) and needed symbols (§4.5).
 ///
@@ -98,14 +129,18 @@ pub fn exports(elf: &Elf<'_>) -> Vec<Export> {
 }
 
 /// Step 1 of §4.4. `None` means "use the fallback": a name offset outside `.strtab`,
-/// or no `__crc_` symbol at all.
+/// no `__crc_` symbol at all, or export names beyond the [`name_budget`].
 fn crc_exports(elf: &Elf<'_>, syms: &Symbols<'_>) -> Option<Vec<Export>> {
     let mut out = Vec::new();
+    let mut budget = NameBudget::new(elf);
     for sym in syms.iter() {
         let name = sym.name?;
         let Some(export) = name.strip_prefix(CRC_PREFIX) else {
             continue;
         };
+        if !budget.spend(export) {
+            return None;
+        }
         out.push(Export {
             name: export.to_vec(),
             crc: resolve_crc(elf, sym.value, sym.shndx),
@@ -148,8 +183,9 @@ pub struct VersionRecord<'a> {
     pub name: &'a [u8],
 }
 
-/// The `__versions` records of a parsed image, `None` if the section is missing or its
-/// size is not a multiple of 64.
+/// The `__versions` records of a parsed image, `None` if the section is missing, its
+/// size is not a multiple of 64, or its names (which may overlap when a record has no
+/// NUL) add up to more than the [`name_budget`].
 pub fn version_records<'a>(elf: &Elf<'a>) -> Option<Vec<VersionRecord<'a>>> {
     let (data, _) = elf.section(b"__versions")?;
     if data.len() % MODVERSION_SIZE != 0 {
@@ -157,22 +193,23 @@ pub fn version_records<'a>(elf: &Elf<'a>) -> Option<Vec<VersionRecord<'a>>> {
     }
     let base = elf.offset_of(data)?;
     let crclen = elf.class().word_size();
-    Some(
-        (0..data.len() / MODVERSION_SIZE)
-            .map(|i| {
-                let off = base + (i * MODVERSION_SIZE) as u64;
-                VersionRecord {
-                    crc: elf.read_uint(off, crclen).unwrap_or(0),
-                    name: elf.cstr(off + crclen as u64),
-                }
+    let mut budget = NameBudget::new(elf);
+    (0..data.len() / MODVERSION_SIZE)
+        .map(|i| {
+            let off = base + (i * MODVERSION_SIZE) as u64;
+            let name = elf.cstr(off + crclen as u64);
+            budget.spend(name).then(|| VersionRecord {
+                crc: elf.read_uint(off, crclen).unwrap_or(0),
+                name,
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
 
 /// Needed symbols of a parsed image (spec §4.5). `None` when kmod would fail with
 /// EINVAL (no `.symtab`/`.strtab`, bad `.symtab` size, or the name offset of an
-/// undefined symbol outside `.strtab`); depmod treats that as "no needed symbols".
+/// undefined symbol outside `.strtab`) or when the names exceed the [`name_budget`];
+/// depmod treats that as "no needed symbols".
 pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
     let versions = version_records(elf).unwrap_or_default();
     let syms = elf.symbols()?;
@@ -189,6 +226,7 @@ pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
     let mut used = vec![false; versions.len()];
 
     let mut out = Vec::new();
+    let mut budget = NameBudget::new(elf);
     for sym in syms.iter() {
         if sym.shndx != SHN_UNDEF {
             continue;
@@ -199,6 +237,9 @@ pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
         let name = sym.name?;
         if name.is_empty() {
             continue;
+        }
+        if !budget.spend(name) {
+            return None;
         }
         let crc = match first.get(name) {
             Some(&i) => {
@@ -213,6 +254,7 @@ pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
             weak: sym.binding() == object::elf::STB_WEAK,
         });
     }
+    // The unused records' names were counted by `version_records`.
     out.extend(
         versions
             .iter()
@@ -276,7 +318,8 @@ pub fn strip_vermagic(image: &mut [u8]) -> Result<(), StripError> {
 /// lists them in kmod 30: in section order, with one leading `.` removed from each name.
 ///
 /// `Ok(None)`: the image has no `__versions` section (kmod: ENOENT). A section size
-/// that is not a multiple of 64 is `ElfError::Invalid` (kmod: EINVAL).
+/// that is not a multiple of 64 is `ElfError::Invalid` (kmod: EINVAL), and so are
+/// overlapping names beyond the [`name_budget`].
 pub fn modversions(image: &[u8]) -> Result<Option<Vec<VersionRecord<'_>>>, ElfError> {
     let elf = Elf::parse(image)?;
     let Some((data, _)) = elf.section(b"__versions") else {
@@ -285,7 +328,9 @@ pub fn modversions(image: &[u8]) -> Result<Option<Vec<VersionRecord<'_>>>, ElfEr
     if data.len() % MODVERSION_SIZE != 0 {
         return Err(ElfError::Invalid("__versions size is not a multiple of 64"));
     }
-    let records = version_records(&elf).unwrap_or_default();
+    let records = version_records(&elf).ok_or(ElfError::Invalid(
+        "__versions names overlap beyond the size of the file",
+    ))?;
     Ok(Some(
         records
             .into_iter()
