@@ -36,6 +36,12 @@ pub const MIN_FILE_LEN: usize = 6;
 /// input instead of exhausting memory; real modules are a few MiB at most.
 pub const MAX_DECOMPRESSED_LEN: usize = 1 << 30;
 
+/// Memory the xz decoder may use (256 MiB), mostly its dictionary. The dictionary size
+/// is a header field: without a limit a 100-byte file claiming a 4 GiB dictionary makes
+/// liblzma allocate 4 GiB. `xz -9e` needs 65 MiB; the kernel compresses modules with a
+/// 1 MiB dictionary.
+pub const XZ_MEMLIMIT: u64 = 256 << 20;
+
 const MAGIC_ZSTD: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
 const MAGIC_XZ: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0x00];
 const MAGIC_GZIP: &[u8] = &[0x1F, 0x8B];
@@ -263,7 +269,7 @@ fn decode_xz(data: &[u8]) -> Result<Vec<u8>, CompressError> {
     const F: Compression = Compression::Xz;
 
     let mut stream =
-        Stream::new_stream_decoder(u64::MAX, CONCATENATED).map_err(|e| corrupt(F, e))?;
+        Stream::new_stream_decoder(XZ_MEMLIMIT, CONCATENATED).map_err(|e| corrupt(F, e))?;
     let mut out = Vec::with_capacity(capacity_hint(xz_size_hint(data), data.len()));
     let mut pos = 0usize;
     loop {
@@ -291,7 +297,8 @@ fn xz_error_text(e: liblzma::stream::Error) -> &'static str {
         Error::Data => "file is corrupt",
         Error::Format => "file format not recognized",
         Error::Options => "unsupported compression options",
-        Error::Mem | Error::MemLimit => "out of memory",
+        Error::Mem => "out of memory",
+        Error::MemLimit => "the stream needs more than the 256 MiB memory limit",
         _ => "decoder error",
     }
 }

@@ -213,6 +213,57 @@ fn gzip_declared_size_is_not_trusted() {
     assert!(r.is_err());
 }
 
+/// An xz stream whose LZMA2 dictionary size property says 4 GiB (the data itself only
+/// needs a few bytes of dictionary): the decoder must refuse it by a memory limit rather
+/// than try to allocate the dictionary.
+#[test]
+fn xz_huge_dictionary_is_refused() {
+    if !limited("xz_huge_dictionary_is_refused", 1024, 20) {
+        return;
+    }
+    let x = xz_with_dict_prop(&small_module(), 40);
+    match compress::decompress(&x) {
+        Ok(_) => panic!("a 4 GiB dictionary was accepted"),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("memory limit"), "{text}");
+        }
+    }
+    // An ordinary dictionary (8 MiB, preset 6) still decodes.
+    assert!(compress::decompress(&synth::xz(&small_module())).is_ok());
+}
+
+/// `data` xz-compressed, with the LZMA2 dictionary property byte of the first block set
+/// to `prop` (40 = 4 GiB - 1) and the block header CRC fixed up.
+pub fn xz_with_dict_prop(data: &[u8], prop: u8) -> Vec<u8> {
+    let mut x = synth::xz(data);
+    // Stream header (12 bytes), then the block header: size, flags, filter id 0x21,
+    // property size 1, the property, padding, CRC32.
+    let hdr = 12;
+    let len = (usize::from(x[hdr]) + 1) * 4;
+    assert_eq!(x[hdr + 1] & 0x03, 0, "one filter");
+    let flags = x[hdr + 1];
+    let mut p = hdr + 2;
+    for present in [flags & 0x40 != 0, flags & 0x80 != 0] {
+        if present {
+            while x[p] & 0x80 != 0 {
+                p += 1;
+            }
+            p += 1;
+        }
+    }
+    assert_eq!(
+        &x[p..p + 2],
+        &[0x21, 0x01],
+        "LZMA2 filter with one property byte"
+    );
+    x[p + 2] = prop;
+    let mut crc = flate2::Crc::new();
+    crc.update(&x[hdr..hdr + len - 4]);
+    x[hdr + len - 4..hdr + len].copy_from_slice(&crc.sum().to_le_bytes());
+    x
+}
+
 /// Long lines and many lines in the text parsers: linear time.
 #[test]
 fn config_parsers_are_linear_on_long_lines() {
