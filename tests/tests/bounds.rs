@@ -264,6 +264,36 @@ pub fn xz_with_dict_prop(data: &[u8], prop: u8) -> Vec<u8> {
     x
 }
 
+/// One index node holding 500 000 values of the same priority: a wildcard search returns
+/// them in n log n, not by inserting each at the front of a vector.
+#[test]
+fn index_many_equal_priority_values_are_not_quadratic() {
+    if !limited(
+        "index_many_equal_priority_values_are_not_quadratic",
+        512,
+        30,
+    ) {
+        return;
+    }
+    const N: u32 = 500_000;
+    let mut f = Vec::new();
+    f.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+    f.extend_from_slice(&INDEX_VERSION.to_be_bytes());
+    f.extend_from_slice(&(NODE_VALUES | 12).to_be_bytes());
+    f.extend_from_slice(&N.to_be_bytes());
+    for i in 0..N {
+        f.extend_from_slice(&7u32.to_be_bytes());
+        f.extend_from_slice(format!("m{i}\0").as_bytes());
+    }
+    let ix = Index::new(&f).unwrap();
+    let found = ix.search_wildcard(b"").unwrap();
+    assert_eq!(found.len(), N as usize);
+    // Among equal priorities, the value found later comes first.
+    assert_eq!(found[0].value, format!("m{}", N - 1).as_bytes());
+    assert_eq!(found[N as usize - 1].value, b"m0");
+    assert_eq!(ix.get(b"").unwrap().unwrap().len(), N as usize);
+}
+
 /// Long lines and many lines in the text parsers: linear time.
 #[test]
 fn config_parsers_are_linear_on_long_lines() {

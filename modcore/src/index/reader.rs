@@ -352,8 +352,18 @@ impl<'a> Index<'a> {
     /// in the walk comes first (kmod's order).
     pub fn search_wildcard(&self, name: &[u8]) -> Result<Vec<Value<'a>>, IndexError> {
         let mut out = Vec::new();
+        self.collect_wildcard(name, &mut out)?;
+        // Ascending priority, later finds first among equals: what inserting each value
+        // before the first one of equal or higher priority gives, in n log n.
+        out.reverse();
+        out.sort_by_key(|v| v.priority);
+        Ok(out)
+    }
+
+    /// The values of [`Index::search_wildcard`] in walk order.
+    fn collect_wildcard(&self, name: &[u8], out: &mut Vec<Value<'a>>) -> Result<(), IndexError> {
         let Some(mut node) = self.root()? else {
-            return Ok(out);
+            return Ok(());
         };
         let mut pattern = Vec::new();
         let mut i = 0usize;
@@ -362,11 +372,11 @@ impl<'a> Index<'a> {
                 if is_wildcard(ch) {
                     let subject = name.get(i + j..).unwrap_or(&[]);
                     pattern.clear();
-                    self.match_subtree(node, j, &mut pattern, subject, &mut out)?;
-                    return Ok(out);
+                    self.match_subtree(node, j, &mut pattern, subject, out)?;
+                    return Ok(());
                 }
                 if name.get(i + j) != Some(&ch) {
-                    return Ok(out);
+                    return Ok(());
                 }
             }
             i += node.prefix.len();
@@ -375,16 +385,16 @@ impl<'a> Index<'a> {
                 if let Some(child) = self.child(&node, w)? {
                     pattern.clear();
                     pattern.push(w);
-                    self.match_subtree(child, 0, &mut pattern, subject, &mut out)?;
+                    self.match_subtree(child, 0, &mut pattern, subject, out)?;
                 }
             }
             let Some(&b) = name.get(i) else {
-                self.each_value(&node, |v| add_sorted(&mut out, v))?;
-                return Ok(out);
+                self.each_value(&node, |v| out.push(v))?;
+                return Ok(());
             };
             match self.child(&node, b)? {
                 Some(c) => node = c,
-                None => return Ok(out),
+                None => return Ok(()),
             }
             i += 1;
         }
@@ -437,7 +447,7 @@ impl<'a> Index<'a> {
             let base = top.base;
             stack.pop();
             if node.value_count > 0 && fnmatch(pattern, subject) {
-                self.each_value(&node, |v| add_sorted(out, v))?;
+                self.each_value(&node, |v| out.push(v))?;
             }
             pattern.truncate(base);
         }
@@ -467,12 +477,6 @@ impl<'a> Index<'a> {
         }
         Ok(())
     }
-}
-
-/// Insert `v` before the first value whose priority is ≥ its own (kmod's result order).
-fn add_sorted<'a>(out: &mut Vec<Value<'a>>, v: Value<'a>) {
-    let pos = out.partition_point(|x| x.priority < v.priority);
-    out.insert(pos, v);
 }
 
 /// Iterator over all keys of an index in key order; see [`Index::iter`].
