@@ -10,7 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use modcore::compress;
-use modcore::index::{Index, INDEX_MAGIC, INDEX_VERSION, NODE_CHILDREN, NODE_VALUES};
+use modcore::index::{
+    Index, IndexBuilder, Layout, INDEX_MAGIC, INDEX_VERSION, NODE_CHILDREN, NODE_VALUES,
+};
 use modcore::module;
 use std::process::Command;
 use tests::synth::{self, HeaderField, SectionField, SynthModule};
@@ -292,6 +294,38 @@ fn index_many_equal_priority_values_are_not_quadratic() {
     assert_eq!(found[0].value, format!("m{}", N - 1).as_bytes());
     assert_eq!(found[N as usize - 1].value, b"m0");
     assert_eq!(ix.get(b"").unwrap().unwrap().len(), N as usize);
+}
+
+/// The writer: 300 000 distinct values of equal priority under one key (what a hostile
+/// modules.builtin.modinfo repeating one alias gives), plus repeated values: no
+/// insertion at the front of a vector, no duplicate scan over all values.
+#[test]
+fn index_writer_many_values_one_key_is_not_quadratic() {
+    if !limited(
+        "index_writer_many_values_one_key_is_not_quadratic",
+        1024,
+        30,
+    ) {
+        return;
+    }
+    const N: usize = 300_000;
+    let mut b = IndexBuilder::new();
+    for i in 0..N {
+        assert!(!b.insert(b"x", format!("m{i}").as_bytes(), 5));
+    }
+    // The same values again: each is reported as a duplicate.
+    for i in 0..N {
+        assert!(b.insert(b"x", format!("m{i}").as_bytes(), 5));
+    }
+    b.insert(b"x", b"first", 0);
+    let bytes = b.write(Layout::PostOrder).unwrap();
+    let ix = Index::new(&bytes).unwrap();
+    let v = ix.get(b"x").unwrap().unwrap();
+    assert_eq!(v.len(), 2 * N + 1);
+    assert_eq!(v[0].value, b"first");
+    // Newest first among equal priorities.
+    assert_eq!(v[1].value, format!("m{}", N - 1).as_bytes());
+    assert_eq!(v[2 * N].value, b"m0");
 }
 
 /// Long lines and many lines in the text parsers: linear time.

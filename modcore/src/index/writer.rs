@@ -1,5 +1,7 @@
 //! Building and writing an index (spec depmod-and-index §8.2–§8.5).
 
+use std::collections::HashSet;
+
 use super::{
     HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, MAX_NODE_OFFSET, NODE_CHILDREN, NODE_PREFIX,
     NODE_VALUES,
@@ -39,6 +41,7 @@ pub enum WriteError {
 pub type BuilderEntry = (Vec<u8>, Vec<(u32, Vec<u8>)>);
 
 type NodeId = u32;
+type KeyValue = (Box<[u8]>, Box<[u8]>);
 const ROOT: NodeId = 0;
 
 /// One value of a node: its priority and where its bytes are in the builder's byte arena.
@@ -54,8 +57,17 @@ struct Node {
     prefix: Vec<u8>,
     /// Sorted by byte.
     children: Vec<(u8, NodeId)>,
-    /// Sorted by ascending priority; among equal priorities, newest first.
+    /// In insertion order; [`ordered`] gives the file order.
     values: Vec<ValueSlot>,
+}
+
+/// The file order of a node's values: ascending priority, newest first among equal
+/// priorities (each value goes before the first one of equal or higher priority).
+/// Sorting once keeps many values under one key n log n instead of quadratic.
+fn ordered(values: &[ValueSlot]) -> Vec<ValueSlot> {
+    let mut v: Vec<ValueSlot> = values.iter().rev().copied().collect();
+    v.sort_by_key(|s| s.priority);
+    v
 }
 
 /// An index being built: a compressed radix tree (a "Patricia trie") over the key bytes.
@@ -68,6 +80,8 @@ pub struct IndexBuilder {
     value_bytes: Vec<u8>,
     keys: usize,
     values: usize,
+    /// Every (key, value) pair inserted, to report duplicates without scanning.
+    pairs: HashSet<KeyValue>,
     /// The first key or value seen with a byte the format cannot hold.
     bad: Option<(u8, Vec<u8>)>,
 }
@@ -86,6 +100,7 @@ impl IndexBuilder {
             value_bytes: Vec::new(),
             keys: 0,
             values: 0,
+            pairs: HashSet::new(),
             bad: None,
         }
     }
@@ -134,6 +149,7 @@ impl IndexBuilder {
         };
         self.value_bytes.extend_from_slice(value);
         self.values += 1;
+        let duplicate = !self.pairs.insert((key.into(), value.into()));
 
         let mut node = ROOT;
         let mut i = 0usize;
@@ -151,7 +167,8 @@ impl IndexBuilder {
             }
             i += common;
             if i == key.len() {
-                return self.add_value(node, slot);
+                self.add_value(node, slot);
+                return duplicate;
             }
             let c = key[i];
             let n = &self.nodes[node as usize];
@@ -168,7 +185,7 @@ impl IndexBuilder {
                     });
                     self.nodes[node as usize].children.insert(pos, (c, leaf));
                     self.keys += 1;
-                    return false;
+                    return duplicate;
                 }
             }
         }
@@ -195,19 +212,12 @@ impl IndexBuilder {
         self.nodes[node as usize].children = vec![(branch, id)];
     }
 
-    fn add_value(&mut self, node: NodeId, slot: ValueSlot) -> bool {
-        let bytes = &self.value_bytes;
-        let new = &bytes[slot.start..slot.start + slot.len];
-        let values = &self.nodes[node as usize].values;
-        let duplicate = values
-            .iter()
-            .any(|v| &bytes[v.start..v.start + v.len] == new);
+    fn add_value(&mut self, node: NodeId, slot: ValueSlot) {
+        let values = &mut self.nodes[node as usize].values;
         if values.is_empty() {
             self.keys += 1;
         }
-        let pos = values.partition_point(|v| v.priority < slot.priority);
-        self.nodes[node as usize].values.insert(pos, slot);
-        duplicate
+        values.push(slot);
     }
 
     /// Every key with its values (priority, bytes) in key order. Meant for tests and tools;
@@ -223,8 +233,7 @@ impl IndexBuilder {
             key.extend(branch);
             key.extend_from_slice(&n.prefix);
             if !n.values.is_empty() {
-                let vals = n
-                    .values
+                let vals = ordered(&n.values)
                     .iter()
                     .map(|v| {
                         let bytes = &self.value_bytes[v.start..v.start + v.len];
@@ -366,7 +375,7 @@ impl IndexBuilder {
             }
             if !n.values.is_empty() {
                 body_buf.extend_from_slice(&(n.values.len() as u32).to_be_bytes());
-                for v in &n.values {
+                for v in &ordered(&n.values) {
                     body_buf.extend_from_slice(&v.priority.to_be_bytes());
                     body_buf.extend_from_slice(&self.value_bytes[v.start..v.start + v.len]);
                     body_buf.push(0);
