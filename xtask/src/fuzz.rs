@@ -113,6 +113,21 @@ fn list_targets(root: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Where `cargo fuzz build` puts the binaries: `fuzz/target/<host triple>/release/`.
+fn binary_dir(root: &Path) -> Result<PathBuf, String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("{rustc} -vV: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let host = text
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .ok_or_else(|| format!("{rustc} -vV printed no host triple"))?;
+    Ok(root.join("fuzz/target").join(host.trim()).join("release"))
+}
+
 fn artifacts(dir: &Path) -> BTreeSet<PathBuf> {
     std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -161,13 +176,14 @@ fn run_one(root: &Path, o: &Options, target: &str) -> Result<Row, String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let before = artifacts(&art);
-    let mut cmd = cargo_fuzz(root);
-    cmd.args(["run", "--fuzz-dir", "fuzz", "-s", &o.sanitizer, target])
-        .arg(&corpus);
+    // The binary `cargo fuzz build` made, run directly: `cargo fuzz run` would rebuild
+    // whenever a modcore source changed in the meantime.
+    let mut cmd = Command::new(binary_dir(root)?.join(target));
+    cmd.current_dir(root).stdin(Stdio::null()).arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
     }
-    cmd.arg("--").args([
+    cmd.args([
         format!("-max_total_time={}", o.seconds),
         "-max_len=262144".into(),
         "-timeout=20".into(),
@@ -181,7 +197,7 @@ fn run_one(root: &Path, o: &Options, target: &str) -> Result<Row, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cargo fuzz run {target}: {e}"))?;
+        .map_err(|e| format!("fuzz target {target}: {e}"))?;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -272,8 +288,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         println!(
             "  {}: log in fuzz/artifacts/{}.log; reproduce with \
-             RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz {} <file>",
-            r.target, r.target, r.target
+             RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz -s {} {} <file>",
+            r.target, r.target, o.sanitizer, r.target
         );
     }
     if failed.is_empty() {
