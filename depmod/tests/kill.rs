@@ -372,12 +372,9 @@ fn parallel_runs_in_processes_give_the_single_run_output() {
 }
 
 /// Two depmod runs in one process (threads, or a library user) pick their temporary
-/// names with `fsio::temp_suffix`, `.<pid>.<usec>.<sec>`: two calls in the same
-/// microsecond give the same name, and the second run then fails with EEXIST on its
-/// O_EXCL create. (Separate processes differ by pid.) A per-process counter in the
-/// suffix would fix it.
+/// names with `fsio::temp_suffix`; a per-process counter keeps two calls in the same
+/// microsecond apart, so neither run fails with EEXIST on its O_EXCL create.
 #[test]
-#[ignore = "gap in modcore/src/fsio.rs (not a parser, so not fixed here): temp_suffix is not unique within a process"]
 fn temp_suffix_is_unique_within_a_process() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..10_000 {

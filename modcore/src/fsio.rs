@@ -20,14 +20,19 @@ pub enum WriteError {
     },
 }
 
-/// A unique temporary-name suffix for one run: `.<pid>.<usec>.<sec>` (kmod's shape).
+/// A temporary-name suffix unique within the machine: `.<pid>.<n>.<usec>.<sec>`, where `n`
+/// counts calls in this process (kmod's shape plus the counter, so two runs in one process
+/// — threads, tests — never collide on `O_EXCL`).
 pub fn temp_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!(
-        ".{}.{}.{}",
+        ".{}.{}.{}.{}",
         std::process::id(),
+        n,
         now.subsec_micros(),
         now.as_secs()
     )
