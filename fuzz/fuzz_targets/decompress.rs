@@ -1,15 +1,4 @@
-//! Module file decompression (xz, zstd, gzip, plain), with every decoder set.
+//! Fuzz target `decompress`: see `kmod_rs_fuzz::targets::decompress`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use modcore::compress::{self, Decoders, MAX_DECOMPRESSED_LEN};
-
-fuzz_target!(|data: &[u8]| {
-    for decoders in [Decoders::ALL, Decoders::KMOD30] {
-        if let Ok(out) = compress::decompress_with(data, decoders) {
-            assert!(out.len() <= MAX_DECOMPRESSED_LEN.max(data.len()));
-            // What a module read does next.
-            let _ = modcore::module::extract(&out);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kmod_rs_fuzz::targets::decompress(data));
