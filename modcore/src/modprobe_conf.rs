@@ -157,6 +157,11 @@ pub enum ConfigError {
     /// A directory inside a configuration directory.
     #[error("Directories inside directories are not supported: {}", path.display())]
     NestedDirectory { path: PathBuf },
+    /// A configuration file, or a directory of them, that every user may write: whoever
+    /// writes there decides what modprobe loads and which commands it runs as root.
+    /// Reported (kmod 30 says nothing), the file is still read.
+    #[error("{} is world-writable: any user can change what modprobe loads and runs", path.display())]
+    WorldWritable { path: PathBuf },
     /// A bad `mod.param` word on the kernel command line.
     #[error(transparent)]
     Cmdline(#[from] CmdlineError),
@@ -171,6 +176,7 @@ impl ConfigError {
         match self {
             ConfigError::BadLine { .. } | ConfigError::Deprecated { .. } => "kmod_config_parse",
             ConfigError::NestedDirectory { .. } => "conf_files_filter_out",
+            ConfigError::WorldWritable { .. } => "conf_files_list",
             ConfigError::Cmdline(e) => e.libkmod_function(),
             ConfigError::CmdlineRead(_) => "kmod_config_parse_kcmdline",
         }
@@ -679,11 +685,23 @@ fn concat_path(dir: &Path, name: &OsStr) -> PathBuf {
     PathBuf::from(OsString::from_vec(s))
 }
 
-fn insert_sorted(list: &mut Vec<ConfigFile>, name: OsString, path: PathBuf) {
+/// Adds a file unless one of the same name is already listed; true if it was added.
+fn insert_sorted(list: &mut Vec<ConfigFile>, name: OsString, path: PathBuf) -> bool {
     match list.binary_search_by(|f| f.name.as_bytes().cmp(name.as_bytes())) {
-        Ok(_) => {} // same name already listed from a higher-precedence place
-        Err(i) => list.insert(i, ConfigFile { name, path }),
+        Ok(_) => false, // same name already listed from a higher-precedence place
+        Err(i) => {
+            list.insert(i, ConfigFile { name, path });
+            true
+        }
     }
+}
+
+/// Mode bit "others may write".
+const WORLD_WRITABLE: u32 = 0o002;
+
+fn world_writable(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    md.permissions().mode() & WORLD_WRITABLE != 0
 }
 
 fn wanted_name(name: &[u8], dialect: Dialect) -> bool {
@@ -700,7 +718,8 @@ fn wanted_name(name: &[u8], dialect: Dialect) -> bool {
 /// given name wins. Paths that cannot be `stat()`ed are skipped silently; a path that is
 /// not a directory is taken as a file; only top-level `*.conf` (and with kmod 30
 /// `*.alias`) entries not starting with `.` are used; directories among them are
-/// reported.
+/// reported, and so are world-writable directories and used files (they are still
+/// read).
 pub fn list_config_files(
     root: &Root,
     moddir: Option<&Path>,
@@ -723,17 +742,27 @@ pub fn list_config_files(
         let Ok(md) = root.metadata(path) else {
             continue;
         };
+        let unsafe_mode = world_writable(&md);
         if !md.is_dir() {
             let name = path
                 .file_name()
                 .map(OsStr::to_os_string)
                 .unwrap_or_else(|| path.as_os_str().to_os_string());
-            insert_sorted(&mut list, name, path.clone());
+            if insert_sorted(&mut list, name, path.clone()) && unsafe_mode {
+                errors.push(ConfigError::WorldWritable {
+                    path: root.unrooted(path).into_owned(),
+                });
+            }
             continue;
         }
         let Ok(names) = root.read_dir_names(path) else {
             continue;
         };
+        if unsafe_mode {
+            errors.push(ConfigError::WorldWritable {
+                path: root.unrooted(path).into_owned(),
+            });
+        }
         for name in names {
             if !wanted_name(name.as_bytes(), dialect) {
                 continue;
@@ -745,7 +774,12 @@ pub fn list_config_files(
                 });
                 continue;
             }
-            insert_sorted(&mut list, name, full);
+            let unsafe_mode = root.metadata(&full).is_ok_and(|m| world_writable(&m));
+            if insert_sorted(&mut list, name, full.clone()) && unsafe_mode {
+                errors.push(ConfigError::WorldWritable {
+                    path: root.unrooted(&full).into_owned(),
+                });
+            }
         }
     }
     (list, errors)

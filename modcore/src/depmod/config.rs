@@ -212,15 +212,33 @@ pub fn parse(cfg: &mut DepmodConfig, file: &Path, text: &[u8], kver: &str, sink:
     }
 }
 
+/// Warns about a configuration file or directory every user may write (kmod says
+/// nothing): whoever writes there decides which directories depmod indexes.
+fn warn_world_writable(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Sink) {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o002 != 0 {
+        sink.emit(
+            Level::Warning,
+            format!(
+                "{} is world-writable: any user can change what depmod indexes",
+                path.display()
+            ),
+        );
+    }
+}
+
 /// Collect config files from `paths` (files or directories) by kmod's rules: missing
 /// entries skipped, `.conf` only, first basename wins, all sorted by basename.
+/// World-writable directories and used files are warned about (and still read).
 pub fn collect(paths: &[PathBuf], sink: &mut dyn Sink) -> Vec<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let mut found: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     let add = |found: &mut Vec<(Vec<u8>, PathBuf)>, base: Vec<u8>, p: PathBuf| {
-        if !found.iter().any(|(b, _)| *b == base) {
-            found.push((base, p));
+        if found.iter().any(|(b, _)| *b == base) {
+            return false;
         }
+        found.push((base, p));
+        true
     };
     for p in paths {
         let Ok(meta) = std::fs::metadata(p) else {
@@ -231,9 +249,12 @@ pub fn collect(paths: &[PathBuf], sink: &mut dyn Sink) -> Vec<PathBuf> {
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())
                 .unwrap_or_default();
-            add(&mut found, base, p.clone());
+            if add(&mut found, base, p.clone()) {
+                warn_world_writable(p, &meta, sink);
+            }
             continue;
         }
+        warn_world_writable(p, &meta, sink);
         let Ok(rd) = std::fs::read_dir(p) else {
             continue;
         };
@@ -253,10 +274,8 @@ pub fn collect(paths: &[PathBuf], sink: &mut dyn Sink) -> Vec<PathBuf> {
                 );
                 continue;
             }
-            if std::fs::metadata(&full)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
+            let meta = std::fs::metadata(&full);
+            if meta.as_ref().map(|m| m.is_dir()).unwrap_or(false) {
                 sink.emit(
                     Level::Error,
                     format!(
@@ -266,7 +285,11 @@ pub fn collect(paths: &[PathBuf], sink: &mut dyn Sink) -> Vec<PathBuf> {
                 );
                 continue;
             }
-            add(&mut found, nb.to_vec(), full);
+            if add(&mut found, nb.to_vec(), full.clone()) {
+                if let Ok(m) = &meta {
+                    warn_world_writable(&full, m, sink);
+                }
+            }
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
