@@ -78,6 +78,7 @@ const TEST_STEPS: &[(&str, Step)] = &[
         "cargo test --workspace",
         Step::Cargo(&["test", "--workspace"]),
     ),
+    ("cargo xtask fuzz --seconds 20", Step::Xtask(fuzz::run_ci)),
     ("cargo xtask compat", Step::Xtask(compat::run)),
     ("cargo xtask vm-test", Step::Xtask(vm::run_tests)),
 ];
