@@ -479,7 +479,7 @@ pub fn read_module_file_with(path: &Path, decoders: Decoders) -> Result<ModuleIm
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io_err)?;
+    let mut file = open_module_file(path).map_err(io_err)?;
 
     let mut head = [0u8; MIN_FILE_LEN];
     let mut got = 0;
@@ -514,4 +514,27 @@ pub fn read_module_file_with(path: &Path, decoders: Decoders) -> Result<ModuleIm
         data: ImageData::Owned(bytes),
         compression,
     })
+}
+
+/// Open a module file for reading without ever blocking: `O_NONBLOCK` (so a FIFO named
+/// `*.ko` cannot hang us in open(2)), then refuse anything that is not a regular file:
+/// EISDIR for a directory, EINVAL for a FIFO, socket or device.
+pub fn open_module_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let ft = file.metadata()?.file_type();
+    if ft.is_dir() {
+        return Err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EISDIR as i32,
+        ));
+    }
+    if !ft.is_file() {
+        return Err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EINVAL as i32,
+        ));
+    }
+    Ok(file)
 }

@@ -199,7 +199,7 @@ pub fn insert_module(
         source,
     };
     let cparams = c_params(params);
-    let mut file = File::open(path).map_err(file_err)?;
+    let mut file = compress::open_module_file(path).map_err(file_err)?;
     let mut head = [0u8; MIN_FILE_LEN];
     let got = read_full(&mut file, &mut head).map_err(file_err)?;
     if got < MIN_FILE_LEN {

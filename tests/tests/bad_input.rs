@@ -881,7 +881,6 @@ fn index_path_leaving_the_module_directory_is_refused() {
 /// `/tmp/evil.ko`) can only come from a damaged or forged index and should be refused:
 /// depmod always derives the key from the file name.
 #[test]
-#[ignore = "gap in modprobe (being written now, modcore/src/modprobe/): it loads /tmp/evil.ko for `modprobe vfat`; kmod 30 does too"]
 fn index_path_naming_another_module_is_refused() {
     let sys = tree_with_dep_entry("/tmp/evil.ko");
     let k = sys.kernel();
@@ -904,7 +903,6 @@ fn index_path_naming_another_module_is_refused() {
 /// files with O_NONBLOCK (or refusing non-regular files after fstat) would make it fail
 /// with EINVAL instead, as depmod already reports FIFOs.
 #[test]
-#[ignore = "gap in modcore/src/load.rs (being written now): File::open blocks on a FIFO"]
 fn insmod_does_not_block_on_a_fifo() {
     let sys = std::sync::Arc::new(System::new(KVER));
     let p = make_bad(&sys, "fifo.ko", &Bad::Fifo);

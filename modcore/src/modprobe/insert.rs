@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::lookup::{Found, ModPath, Source};
+use super::lookup::{Found, ModPath, RefuseReason, Source};
 use super::plan::{self, Action, Step};
 use super::{show, Abort, CommandStatus, Ctx, FailureRecord};
 use crate::diag::{show as lossy, Level};
@@ -207,18 +207,23 @@ fn probe_insert(ctx: &mut Ctx<'_, '_>, found: &Found, extra: Option<&[u8]>) -> R
 /// Show and (unless dry run) perform one step.
 fn do_step(ctx: &mut Ctx<'_, '_>, step: &Step) -> Result<i32, Abort> {
     if let Action::Insmod {
-        path: ModPath::Refused { entry },
+        path: ModPath::Refused { entry, why },
     } = &step.action
     {
-        ctx.log(
-            Level::Error,
-            format!(
+        let msg = match why {
+            RefuseReason::Escapes => format!(
                 "refusing to load {}: its modules.dep entry '{}' points outside {}",
                 lossy(&step.key.name),
                 lossy(entry),
                 lossy(ctx.db.moddir_shown())
             ),
-        );
+            RefuseReason::OtherName => format!(
+                "refusing to load {}: its modules.dep entry '{}' is the file of another module (the index is damaged; run depmod)",
+                lossy(&step.key.name),
+                lossy(entry)
+            ),
+        };
+        ctx.log(Level::Error, msg);
         return Ok(-EACCES);
     }
     if ctx.opts.show_actions() {

@@ -170,14 +170,24 @@ enum Store {
     Missing,
 }
 
+/// Why a `modules.dep` entry is not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// A `..` component, an empty entry or a NUL byte.
+    Escapes,
+    /// The file name gives another module name than the one looked up.
+    OtherName,
+}
+
 /// Where a module file is, as taken from `modules.dep`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModPath {
     /// A usable path: `real` is opened, `shown` is printed (`insmod <shown> ...`).
     Ok { real: PathBuf, shown: Vec<u8> },
-    /// The `modules.dep` entry leaves the module directory (a `..` component); it is
-    /// never opened.
-    Refused { entry: Vec<u8> },
+    /// The `modules.dep` entry leaves the module directory (a `..` component), or its
+    /// file name is another module's (depmod derives the key from the file name, so such
+    /// an entry comes only from a damaged or forged index); it is never opened.
+    Refused { entry: Vec<u8>, why: RefuseReason },
 }
 
 /// One `modules.dep` line: the module's own path and its dependencies' paths, as
@@ -387,6 +397,12 @@ impl ModDb {
             Some(l) => l.path,
             None => self.dep_paths.borrow().get(name)?.clone(),
         };
+        if crate::name::modname_from_path(&entry) != crate::name::normalize_name(name) {
+            return Some(ModPath::Refused {
+                entry,
+                why: RefuseReason::OtherName,
+            });
+        }
         Some(self.resolve_entry(&entry))
     }
 
@@ -399,6 +415,7 @@ impl ModDb {
         if escapes {
             return ModPath::Refused {
                 entry: entry.to_vec(),
+                why: RefuseReason::Escapes,
             };
         }
         if entry.first() == Some(&b'/') {
