@@ -263,7 +263,7 @@ fn run(args: Args, printer: &mut Printer) -> Result<(), (Level, String)> {
     }
     opts.verbose = args.verbose;
     opts.warn_dups = args.warn;
-    let _ = args.no_cache;
+    opts.use_cache = !args.no_cache;
 
     let bar = if std::io::stderr().is_terminal() && !opts.dry_run {
         let b = indicatif::ProgressBar::new(0);

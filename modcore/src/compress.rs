@@ -181,10 +181,49 @@ pub fn decompress_with(bytes: &[u8], decoders: Decoders) -> Result<Cow<'_, [u8]>
     }
     match detect_with(bytes, decoders) {
         Compression::None => Ok(Cow::Borrowed(bytes)),
-        Compression::Xz => decode_xz(bytes).map(Cow::Owned),
-        Compression::Zstd => decode_zstd(bytes).map(Cow::Owned),
-        Compression::Gzip => decode_gzip(bytes).map(Cow::Owned),
+        format => {
+            let mut out = Vec::new();
+            decode_into(bytes, format, &mut out)?;
+            Ok(Cow::Owned(out))
+        }
     }
+}
+
+/// Decompresses a module image into `out` (cleared first; its capacity is reused, so a
+/// caller decoding many files can keep one buffer). Returns the detected format; plain data
+/// is copied as is. The bytes in `out` are exactly what [`decompress_with`] returns.
+pub fn decompress_into(
+    bytes: &[u8],
+    decoders: Decoders,
+    out: &mut Vec<u8>,
+) -> Result<Compression, CompressError> {
+    out.clear();
+    if bytes.len() < MIN_FILE_LEN {
+        return Err(CompressError::TooShort { len: bytes.len() });
+    }
+    let format = detect_with(bytes, decoders);
+    match format {
+        Compression::None => out.extend_from_slice(bytes),
+        _ => decode_into(bytes, format, out)?,
+    }
+    Ok(format)
+}
+
+fn decode_into(bytes: &[u8], format: Compression, out: &mut Vec<u8>) -> Result<(), CompressError> {
+    out.clear();
+    let res = match format {
+        Compression::None => {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+        Compression::Xz => decode_xz(bytes, out),
+        Compression::Zstd => decode_zstd(bytes, out),
+        Compression::Gzip => decode_gzip(bytes, out),
+    };
+    if res.is_err() {
+        out.clear();
+    }
+    res
 }
 
 /// Initial capacity for an output buffer: the size the stream declares, if any, but
@@ -264,25 +303,33 @@ fn xz_size_hint(data: &[u8]) -> Option<u64> {
     Some(total)
 }
 
-fn decode_xz(data: &[u8]) -> Result<Vec<u8>, CompressError> {
+/// Ensures `out` (empty) can take `want` bytes without reallocating.
+fn reserve_for(out: &mut Vec<u8>, want: usize) {
+    if out.capacity() < want {
+        // A new allocation: growing the old one would copy its stale bytes.
+        *out = Vec::with_capacity(want);
+    }
+}
+
+fn decode_xz(data: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
     use liblzma::stream::{Action, Status, Stream, CONCATENATED};
     const F: Compression = Compression::Xz;
 
     let mut stream =
         Stream::new_stream_decoder(XZ_MEMLIMIT, CONCATENATED).map_err(|e| corrupt(F, e))?;
-    let mut out = Vec::with_capacity(capacity_hint(xz_size_hint(data), data.len()));
+    reserve_for(out, capacity_hint(xz_size_hint(data), data.len()));
     let mut pos = 0usize;
     loop {
-        grow(&mut out, F)?;
+        grow(out, F)?;
         let in_before = stream.total_in();
         let out_before = out.len();
         let status = stream
-            .process_vec(&data[pos..], &mut out, Action::Finish)
+            .process_vec(&data[pos..], out, Action::Finish)
             .map_err(|e| corrupt(F, xz_error_text(e)))?;
         let consumed = usize::try_from(stream.total_in() - in_before).unwrap_or(usize::MAX);
         pos = pos.saturating_add(consumed).min(data.len());
         match status {
-            Status::StreamEnd => return Ok(out),
+            Status::StreamEnd => return Ok(()),
             _ if consumed == 0 && out.len() == out_before && out.len() < out.capacity() => {
                 return Err(corrupt(F, "unexpected end of input"));
             }
@@ -303,27 +350,75 @@ fn xz_error_text(e: liblzma::stream::Error) -> &'static str {
     }
 }
 
-fn decode_zstd(data: &[u8]) -> Result<Vec<u8>, CompressError> {
+thread_local! {
+    /// One zstd decompression context per thread, reused for every file.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One-shot zstd decoding straight into `out` when the first frame declares its size:
+/// no window buffer and no copy. `false` (with `out` cleared) when that does not work for
+/// any reason (size unknown or too small, several frames, corrupt data, ...); the caller
+/// then runs the streaming decoder, which gives the same bytes or the error to report.
+fn decode_zstd_oneshot(data: &[u8], declared: Option<u64>, out: &mut Vec<u8>) -> bool {
+    let Some(size) = declared.and_then(|d| usize::try_from(d).ok()) else {
+        return false;
+    };
+    if size > capacity_hint(declared, data.len()) {
+        return false;
+    }
+    reserve_for(out, size);
+    let ok = ZSTD_DCTX
+        .try_with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return false;
+            };
+            if slot.is_none() {
+                *slot = zstd::zstd_safe::DCtx::try_create();
+            }
+            let Some(dctx) = slot.as_mut() else {
+                return false;
+            };
+            match dctx.decompress(out, data) {
+                Ok(n) => n == out.len(),
+                Err(_) => {
+                    // Leave the context clean for the next file.
+                    let _ = dctx.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters);
+                    false
+                }
+            }
+        })
+        .unwrap_or(false);
+    if !ok {
+        out.clear();
+    }
+    ok
+}
+
+fn decode_zstd(data: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
     use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
     const F: Compression = Compression::Zstd;
 
     let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
-    let mut out = Vec::with_capacity(capacity_hint(declared, data.len()));
+    if decode_zstd_oneshot(data, declared, out) {
+        return Ok(());
+    }
+    reserve_for(out, capacity_hint(declared, data.len()));
     let mut decoder = Decoder::new().map_err(|e| corrupt(F, e))?;
     let mut input = InBuffer::around(data);
     loop {
-        grow(&mut out, F)?;
+        grow(out, F)?;
         let in_before = input.pos();
         let out_before = out.len();
         let hint = {
             let len = out.len();
-            let mut output = OutBuffer::around_pos(&mut out, len);
+            let mut output = OutBuffer::around_pos(out, len);
             decoder
                 .run(&mut input, &mut output)
                 .map_err(|e| corrupt(F, e))?
         };
         if input.pos() == data.len() && hint == 0 {
-            return Ok(out);
+            return Ok(());
         }
         if input.pos() == in_before && out.len() == out_before && out.len() < out.capacity() {
             return Err(corrupt(F, "unexpected end of input"));
@@ -331,24 +426,24 @@ fn decode_zstd(data: &[u8]) -> Result<Vec<u8>, CompressError> {
     }
 }
 
-fn decode_gzip(data: &[u8]) -> Result<Vec<u8>, CompressError> {
+fn decode_gzip(data: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
     const F: Compression = Compression::Gzip;
     // ISIZE of the last member: the uncompressed length modulo 2^32.
     let declared = data
         .get(data.len().saturating_sub(4)..)
         .filter(|t| t.len() == 4)
         .map(|t| u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]])));
-    let mut out = Vec::with_capacity(capacity_hint(declared, data.len()));
+    reserve_for(out, capacity_hint(declared, data.len()));
     let decoder = flate2::read::MultiGzDecoder::new(data);
     let limit = MAX_DECOMPRESSED_LEN as u64 + 1;
     decoder
         .take(limit)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|e| corrupt(F, e))?;
     if out.len() > MAX_DECOMPRESSED_LEN {
         return Err(CompressError::TooLarge { format: F });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Why a module file could not be read. Always carries the path.

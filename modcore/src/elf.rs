@@ -198,9 +198,10 @@ fn raw_symbol<S: Sym<Endian = Endianness>>(
 /// gives an empty string.
 pub fn cstr_at(data: &[u8], offset: usize) -> &[u8] {
     let rest = data.get(offset..).unwrap_or(&[]);
-    match rest.iter().position(|&b| b == 0) {
-        Some(n) => &rest[..n],
-        None => rest,
+    // `CStr` finds the NUL with core's word-at-a-time memchr.
+    match std::ffi::CStr::from_bytes_until_nul(rest) {
+        Ok(s) => s.to_bytes(),
+        Err(_) => rest,
     }
 }
 
@@ -349,6 +350,58 @@ impl<'a> Elf<'a> {
             let info = self.section_info(i)?;
             let data = self.section_data(&info)?;
             (self.section_name(&info)? == name).then_some((info, data))
+        })
+    }
+
+    /// [`Elf::find_section`] for several names in one pass over the section table:
+    /// element `k` of the result is what `find_section(names[k])` returns.
+    pub fn find_sections<const N: usize>(
+        &self,
+        names: [&[u8]; N],
+    ) -> [Option<(SectionInfo, &'a [u8])>; N] {
+        let mut found: [Option<(SectionInfo, &'a [u8])>; N] = [None; N];
+        let mut missing = N;
+        for i in 1..self.shnum {
+            if missing == 0 {
+                break;
+            }
+            let Some(info) = self.section_info(i) else {
+                continue;
+            };
+            let Some(data) = self.section_data(&info) else {
+                continue;
+            };
+            let Some(name) = self.section_name(&info) else {
+                continue;
+            };
+            for (k, want) in names.iter().enumerate() {
+                if found[k].is_none() && name == *want {
+                    found[k] = Some((info, data));
+                    missing -= 1;
+                }
+            }
+        }
+        found
+    }
+
+    /// [`Elf::symbols`] given the results of `find_section(b".strtab")` and
+    /// `find_section(b".symtab")`.
+    pub fn symbols_from(
+        &self,
+        strtab: Option<&'a [u8]>,
+        symtab: Option<&'a [u8]>,
+    ) -> Option<Symbols<'a>> {
+        let (strtab, symtab) = (strtab?, symtab?);
+        let entsize = self.class.symbol_size();
+        if symtab.len() % entsize != 0 {
+            return None;
+        }
+        Some(Symbols {
+            elf: *self,
+            symtab_offset: self.offset_of(symtab)?,
+            count: symtab.len() / entsize,
+            strtab,
+            strtab_offset: self.offset_of(strtab)?,
         })
     }
 
@@ -505,6 +558,104 @@ impl<'a> Symbols<'a> {
     /// Entries 1..len-1 in table order (entry 0 is skipped, as kmod does).
     pub fn iter(&self) -> impl Iterator<Item = Symbol<'a>> + '_ {
         (1..self.count).filter_map(move |i| self.get(i))
+    }
+
+    /// Like [`Symbols::iter`] but without looking up names (see [`Symbols::name_of`]).
+    pub fn iter_raw(&self) -> impl Iterator<Item = RawSymbol> + '_ {
+        let data = self.elf.data;
+        let start = self.symtab_offset as usize;
+        let size = self.elf.class.symbol_size();
+        let (class, big) = (self.elf.class, self.elf.endian == Endianness::Big);
+        (1..self.count).filter_map(move |i| {
+            let off = start.checked_add(i.checked_mul(size)?)?;
+            let e = data.get(off..off.checked_add(size)?)?;
+            let u16_at = |o: usize| {
+                let b = [e[o], e[o + 1]];
+                if big {
+                    u16::from_be_bytes(b)
+                } else {
+                    u16::from_le_bytes(b)
+                }
+            };
+            let u32_at = |o: usize| {
+                let b = [e[o], e[o + 1], e[o + 2], e[o + 3]];
+                if big {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                }
+            };
+            let u64_at = |o: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&e[o..o + 8]);
+                if big {
+                    u64::from_be_bytes(b)
+                } else {
+                    u64::from_le_bytes(b)
+                }
+            };
+            Some(match class {
+                // Elf32_Sym: name, value, size, info, other, shndx.
+                Class::Elf32 => RawSymbol {
+                    name_offset: u32_at(0),
+                    value: u64::from(u32_at(4)),
+                    info: e[12],
+                    shndx: u16_at(14),
+                },
+                // Elf64_Sym: name, info, other, shndx, value, size.
+                Class::Elf64 => RawSymbol {
+                    name_offset: u32_at(0),
+                    value: u64_at(8),
+                    info: e[4],
+                    shndx: u16_at(6),
+                },
+            })
+        })
+    }
+
+    /// The name of a symbol as [`Symbol::name`] gives it: `None` when `name_offset` is
+    /// outside `.strtab`, else the C string starting there.
+    pub fn name_of(&self, name_offset: u32) -> Option<&'a [u8]> {
+        ((name_offset as usize) < self.strtab.len())
+            .then(|| self.elf.cstr(self.strtab_offset + u64::from(name_offset)))
+    }
+
+    /// True when `name_offset` is inside `.strtab` and the name there starts with
+    /// `prefix` (which must not contain NUL), without measuring the whole name.
+    pub fn name_starts_with(&self, name_offset: u32, prefix: &[u8]) -> bool {
+        if (name_offset as usize) >= self.strtab.len() {
+            return false;
+        }
+        let at = self.strtab_offset as usize + name_offset as usize;
+        self.elf
+            .data
+            .get(at..)
+            .is_some_and(|rest| rest.starts_with(prefix))
+    }
+}
+
+/// A symbol table entry without its name (see [`Symbols::iter_raw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawSymbol {
+    /// `st_name`.
+    pub name_offset: u32,
+    /// `st_value`.
+    pub value: u64,
+    /// `st_info`.
+    pub info: u8,
+    /// `st_shndx`.
+    pub shndx: u16,
+}
+
+impl RawSymbol {
+    /// Symbol binding (`st_info >> 4`).
+    pub fn binding(&self) -> u8 {
+        self.info >> 4
+    }
+
+    /// Symbol type (`st_info & 0xf`).
+    pub fn kind(&self) -> u8 {
+        self.info & 0xf
     }
 }
 

@@ -42,9 +42,20 @@ pub fn temp_suffix() -> String {
 /// before umask), fsync it, rename it over the final name. A reader never sees a partial
 /// file; after a crash either the old or the new file is there (plus perhaps a stray temp).
 pub fn write_atomic(dir: &Path, name: &str, suffix: &str, data: &[u8]) -> Result<(), WriteError> {
+    write_atomic_with(dir, name, suffix, |w| w.write_all(data))
+}
+
+/// [`write_atomic`] for data produced piece by piece: `fill` writes the contents into the
+/// (buffered) temporary file, so they never need to be in memory at once.
+pub fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     let final_path = dir.join(name);
     let tmp_path = dir.join(format!("{name}{suffix}"));
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
@@ -53,16 +64,17 @@ pub fn write_atomic(dir: &Path, name: &str, suffix: &str, data: &[u8]) -> Result
             path: tmp_path.clone(),
             source,
         })?;
-    let res = f.write_all(data).and_then(|()| f.sync_all());
+    let mut w = io::BufWriter::with_capacity(256 << 10, f);
+    let res = fill(&mut w)
+        .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
+        .and_then(|f| f.sync_all());
     if let Err(source) = res {
-        drop(f);
         let _ = fs::remove_file(&tmp_path);
         return Err(WriteError::Write {
             path: final_path,
             source,
         });
     }
-    drop(f);
     fs::rename(&tmp_path, &final_path).map_err(|source| {
         let _ = fs::remove_file(&tmp_path);
         WriteError::Rename {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::elf::{Elf, ElfError, StripError, Symbols};
+use crate::elf::{Elf, ElfError, SectionInfo, StripError, Symbols};
 use crate::modinfo::{self, ModinfoEntries};
 
 /// One exported symbol, as depmod sees it (spec depmod-and-index §4.4).
@@ -85,10 +85,21 @@ impl NameBudget {
 /// gives no needed symbols.
 pub fn extract(image: &[u8]) -> Result<ModuleData, ElfError> {
     let elf = Elf::parse(image)?;
+    let [modinfo, strtab, symtab, versions, ksymtab_strings] = elf.find_sections([
+        &b".modinfo"[..],
+        b".strtab",
+        b".symtab",
+        b"__versions",
+        b"__ksymtab_strings",
+    ]);
+    fn data(s: Option<(SectionInfo, &[u8])>) -> Option<&[u8]> {
+        s.map(|(_, d)| d)
+    }
+    let syms = elf.symbols_from(data(strtab), data(symtab));
     Ok(ModuleData {
-        modinfo: modinfo_of(&elf).unwrap_or_default(),
-        exports: exports(&elf),
-        needs: needs(&elf).unwrap_or_default(),
+        modinfo: data(modinfo).map(modinfo::parse).unwrap_or_default(),
+        exports: exports_in(&elf, syms.as_ref(), data(ksymtab_strings)),
+        needs: needs_in(&elf, syms.as_ref(), data(versions)).unwrap_or_default(),
     })
 }
 
@@ -113,11 +124,22 @@ pub fn modinfo_of(elf: &Elf<'_>) -> Option<ModinfoEntries> {
 /// `__ksymtab_strings` with CRC 0 (kmod 30 rules: an unterminated last string is
 /// accepted); otherwise nothing.
 pub fn exports(elf: &Elf<'_>) -> Vec<Export> {
-    if let Some(found) = elf.symbols().and_then(|syms| crc_exports(elf, &syms)) {
+    let syms = elf.symbols();
+    let strings = elf.section(b"__ksymtab_strings").map(|(d, _)| d);
+    exports_in(elf, syms.as_ref(), strings)
+}
+
+/// [`exports`] given the symbol table and the `__ksymtab_strings` data.
+fn exports_in(
+    elf: &Elf<'_>,
+    syms: Option<&Symbols<'_>>,
+    ksymtab_strings: Option<&[u8]>,
+) -> Vec<Export> {
+    if let Some(found) = syms.and_then(|syms| crc_exports(elf, syms)) {
         return found;
     }
-    match elf.section(b"__ksymtab_strings") {
-        Some((data, _)) => modinfo::split_strings(data)
+    match ksymtab_strings {
+        Some(data) => modinfo::split_strings(data)
             .into_iter()
             .map(|name| Export {
                 name: name.to_vec(),
@@ -133,11 +155,16 @@ pub fn exports(elf: &Elf<'_>) -> Vec<Export> {
 fn crc_exports(elf: &Elf<'_>, syms: &Symbols<'_>) -> Option<Vec<Export>> {
     let mut out = Vec::new();
     let mut budget = NameBudget::new(elf);
-    for sym in syms.iter() {
-        let name = sym.name?;
-        let Some(export) = name.strip_prefix(CRC_PREFIX) else {
+    let strtab_len = syms.strtab().len();
+    for sym in syms.iter_raw() {
+        if sym.name_offset as usize >= strtab_len {
+            return None;
+        }
+        if !syms.name_starts_with(sym.name_offset, CRC_PREFIX) {
             continue;
-        };
+        }
+        let name = syms.name_of(sym.name_offset)?;
+        let export = &name[CRC_PREFIX.len()..];
         if !budget.spend(export) {
             return None;
         }
@@ -187,7 +214,12 @@ pub struct VersionRecord<'a> {
 /// size is not a multiple of 64, or its names (which may overlap when a record has no
 /// NUL) add up to more than the [`name_budget`].
 pub fn version_records<'a>(elf: &Elf<'a>) -> Option<Vec<VersionRecord<'a>>> {
-    let (data, _) = elf.section(b"__versions")?;
+    version_records_in(elf, elf.section(b"__versions").map(|(d, _)| d))
+}
+
+/// [`version_records`] given the `__versions` data.
+fn version_records_in<'a>(elf: &Elf<'a>, data: Option<&'a [u8]>) -> Option<Vec<VersionRecord<'a>>> {
+    let data = data?;
     if data.len() % MODVERSION_SIZE != 0 {
         return None;
     }
@@ -211,8 +243,22 @@ pub fn version_records<'a>(elf: &Elf<'a>) -> Option<Vec<VersionRecord<'a>>> {
 /// undefined symbol outside `.strtab`) or when the names exceed the [`name_budget`];
 /// depmod treats that as "no needed symbols".
 pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
-    let versions = version_records(elf).unwrap_or_default();
-    let syms = elf.symbols()?;
+    let syms = elf.symbols();
+    needs_in(
+        elf,
+        syms.as_ref(),
+        elf.section(b"__versions").map(|(d, _)| d),
+    )
+}
+
+/// [`needs`] given the symbol table and the `__versions` data.
+fn needs_in(
+    elf: &Elf<'_>,
+    syms: Option<&Symbols<'_>>,
+    versions: Option<&[u8]>,
+) -> Option<Vec<Need>> {
+    let versions = version_records_in(elf, versions).unwrap_or_default();
+    let syms = syms?;
     let sparc = matches!(
         elf.e_machine(),
         object::elf::EM_SPARC | object::elf::EM_SPARCV9
@@ -225,16 +271,17 @@ pub fn needs(elf: &Elf<'_>) -> Option<Vec<Need>> {
     }
     let mut used = vec![false; versions.len()];
 
-    let mut out = Vec::new();
+    // Nearly every needed symbol has a version record: size the list for that.
+    let mut out = Vec::with_capacity(versions.len());
     let mut budget = NameBudget::new(elf);
-    for sym in syms.iter() {
+    for sym in syms.iter_raw() {
         if sym.shndx != SHN_UNDEF {
             continue;
         }
         if sparc && sym.kind() == STT_SPARC_REGISTER {
             continue;
         }
-        let name = sym.name?;
+        let name = syms.name_of(sym.name_offset)?;
         if name.is_empty() {
             continue;
         }

@@ -76,6 +76,9 @@ pub const DEPMOD_OUTPUTS: [&str; 10] = [
 ];
 /// Written by us (kmod 33+ behaviour) but never by kmod 30.
 pub const DEPMOD_OURS_ONLY: [&str; 1] = ["modules.weakdep"];
+/// Our incremental cache (modcore::depmod::cache): written only when the module files are
+/// old enough, so it may or may not be there; it is not an output to compare.
+const OURS_CACHE: &str = "modules.depmod.cache";
 /// depmod inputs kept when copying a tree; every other top-level `modules.*` is dropped.
 const DEPMOD_INPUTS: [&str; 3] = [
     "modules.order",
@@ -119,7 +122,7 @@ impl Outcome {
 
 /// How a variant's module tree is made.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(crate) enum Source {
     /// The kernel package as unpacked by `refs`.
     Pristine,
     /// All modules decompressed to plain `.ko`.
@@ -696,6 +699,7 @@ fn depmod_section(
             let known = DEPMOD_OUTPUTS.contains(&n.as_str())
                 || DEPMOD_OURS_ONLY.contains(&n.as_str())
                 || DEPMOD_INPUTS.contains(&n.as_str())
+                || (who == "ours" && n == OURS_CACHE)
                 || !n.starts_with("modules.");
             if !known {
                 unexpected.push(format!("{who}: {n}"));
@@ -2105,7 +2109,7 @@ fn runtime_section(
 // Trees: copies and derived (recompressed) variants
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum CopyMode {
+pub(crate) enum CopyMode {
     /// Copy every file.
     Copy,
     /// Hard-link module files (depmod only reads them), copy everything else.
@@ -2114,7 +2118,7 @@ enum CopyMode {
 
 /// Copy MODDIR `src` to `dst` (which must not exist), leaving out generated index files
 /// at the top level. Symlinks are recreated as symlinks.
-fn copy_tree(src: &Path, dst: &Path, mode: CopyMode) -> Result<(), String> {
+pub(crate) fn copy_tree(src: &Path, dst: &Path, mode: CopyMode) -> Result<(), String> {
     fn walk(src: &Path, dst: &Path, mode: CopyMode, top: bool) -> Result<(), String> {
         fs::create_dir_all(dst).map_err(|e| format!("create {}: {e}", dst.display()))?;
         for e in fs::read_dir(src).map_err(|e| format!("{}: {e}", src.display()))? {
@@ -2155,7 +2159,7 @@ fn copy_tree(src: &Path, dst: &Path, mode: CopyMode) -> Result<(), String> {
 }
 
 /// Read every file below `dir` once.
-fn warm_page_cache(dir: &Path) -> Result<(), String> {
+pub(crate) fn warm_page_cache(dir: &Path) -> Result<(), String> {
     use std::io::Read;
     let mut buf = vec![0u8; 1 << 20];
     for path in find_files(dir, "")? {
@@ -2234,7 +2238,11 @@ fn batch_run(program: &str, args: &[&str], files: &[PathBuf]) -> Result<(), Stri
 }
 
 /// The root (`-b` dir) of a variant's module tree, building derived trees on first use.
-fn prepare_source(refs: &Refs, tree: &KernelTree, source: Source) -> Result<PathBuf, String> {
+pub(crate) fn prepare_source(
+    refs: &Refs,
+    tree: &KernelTree,
+    source: Source,
+) -> Result<PathBuf, String> {
     let name = match source {
         Source::Pristine => return Ok(tree.root.clone()),
         Source::Plain => "ko",
@@ -2299,7 +2307,7 @@ fn prepare_source(refs: &Refs, tree: &KernelTree, source: Source) -> Result<Path
 
 /// A fresh scratch directory `<compat>/run-<pid>` for this run. Directories of earlier
 /// runs whose process is gone (including `--keep` leftovers) are removed first.
-fn prepare_work_dir(compat: &Path) -> Result<PathBuf, String> {
+pub(crate) fn prepare_work_dir(compat: &Path) -> Result<PathBuf, String> {
     if let Ok(entries) = fs::read_dir(compat) {
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();

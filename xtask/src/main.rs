@@ -2,6 +2,7 @@
 //!
 //! Everything downloaded lives in a cache outside the repository (see `refs`).
 
+mod bench;
 mod compat;
 mod fuzz;
 mod refs;
@@ -15,6 +16,8 @@ fn usage() -> ExitCode {
         "usage: cargo xtask <command>\n\
          commands:\n  \
          refs       download and unpack the reference kmod and kernel trees (cached)\n  \
+         bench      time our tools against kmod 30 (paired runs, medians)\n  \
+         \x20          [--pairs N] [--quick] [--tree LABEL[,LABEL]] [--ours DIR]\n  \
          compat     compare our tools' output with kmod 30 on the real trees\n  \
          \x20          [--tree LABEL[,LABEL]] [--keep] [--ours PATH]\n  \
          vm-test    run the guest scenarios on real kernels under qemu\n  \
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "refs" => refs::ensure().map(|r| r.print_summary()),
+        "bench" => bench::run(rest),
         "compat" => compat::run(rest),
         "vm-test" => vm::run_tests(rest),
         "demo" => vm::run_demo(rest),

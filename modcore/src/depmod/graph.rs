@@ -5,6 +5,7 @@ use crate::hash::bucket_of;
 pub use crate::hash::{MODULE_BUCKETS, SYMBOL_BUCKETS};
 use crate::module::ModuleData;
 use petgraph::graph::{DiGraph, NodeIndex};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Sort `keys` (by index) into kmod's hash-iteration order over `buckets` buckets.
@@ -55,7 +56,7 @@ pub fn module_order(names: &[&[u8]], stems: &[Option<&[u8]>], order: &OrderFile)
     let mut list = hash_order(names, MODULE_BUCKETS);
     if let OrderFile::Lines(lines) = order {
         let total = lines.len() as i64;
-        let mut by_stem: HashMap<&[u8], usize> = HashMap::new();
+        let mut by_stem: HashMap<&[u8], usize> = HashMap::with_capacity(stems.len());
         for (i, s) in stems.iter().enumerate() {
             if let Some(s) = s {
                 by_stem.insert(s, i);
@@ -127,7 +128,8 @@ fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
 impl DepGraph {
     /// Build the symbol table and the edges (spec §5.3, §5.4). `mods` is in module order.
     pub fn build(mods: &[&ModuleData], opts: &ResolveOptions, events: &mut Vec<Event>) -> DepGraph {
-        let mut symbols: HashMap<Vec<u8>, SymRecord> = HashMap::new();
+        let exports: usize = mods.iter().map(|m| m.exports.len()).sum();
+        let mut symbols: HashMap<Vec<u8>, SymRecord> = HashMap::with_capacity(exports + 64);
         if let Some(ks) = &opts.kernel_symbols {
             for (name, crc) in ks {
                 symbols.insert(
@@ -164,52 +166,64 @@ impl DepGraph {
                 );
             }
         }
-        let mut graph = DiGraph::with_capacity(mods.len(), mods.len() * 2);
-        for _ in mods {
-            graph.add_node(());
-        }
-        let mut deps: Vec<Vec<u32>> = vec![Vec::new(); mods.len()];
-        for (i, m) in mods.iter().enumerate() {
-            for need in &m.needs {
-                let mut name: &[u8] = &need.name;
-                if name.first() == Some(&b'.') {
-                    name = &name[1..];
-                }
-                let name = strip_prefix(name, opts.prefix);
-                match symbols.get(name) {
-                    None => {
-                        if opts.errsyms && !need.weak {
-                            events.push(Event::Unknown {
-                                module: i as u32,
-                                symbol: need.name.clone(),
-                            });
-                        }
+        // Each module's needs are resolved independently (in parallel); the edges and
+        // events are then added in module order, exactly as a sequential pass would.
+        let resolved: Vec<(Vec<u32>, Vec<Event>)> = mods
+            .par_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut deps: Vec<u32> = Vec::new();
+                let mut events = Vec::new();
+                for need in &m.needs {
+                    let mut name: &[u8] = &need.name;
+                    if name.first() == Some(&b'.') {
+                        name = &name[1..];
                     }
-                    Some(rec) => {
-                        if opts.errsyms && opts.check_crcs && rec.crc != need.crc && !need.weak {
-                            events.push(Event::BadCrc {
-                                module: i as u32,
-                                symbol: need.name.clone(),
-                            });
-                        }
-                        if let Some(owner) = rec.owner {
-                            if !deps[i].contains(&owner) {
-                                deps[i].push(owner);
-                                graph.add_edge(
-                                    NodeIndex::new(i),
-                                    NodeIndex::new(owner as usize),
-                                    (),
-                                );
-                                events.push(Event::Edge {
-                                    user: i as u32,
-                                    symbol: name.to_vec(),
-                                    owner,
+                    let name = strip_prefix(name, opts.prefix);
+                    match symbols.get(name) {
+                        None => {
+                            if opts.errsyms && !need.weak {
+                                events.push(Event::Unknown {
+                                    module: i as u32,
+                                    symbol: need.name.clone(),
                                 });
+                            }
+                        }
+                        Some(rec) => {
+                            if opts.errsyms && opts.check_crcs && rec.crc != need.crc && !need.weak
+                            {
+                                events.push(Event::BadCrc {
+                                    module: i as u32,
+                                    symbol: need.name.clone(),
+                                });
+                            }
+                            if let Some(owner) = rec.owner {
+                                if !deps.contains(&owner) {
+                                    deps.push(owner);
+                                    events.push(Event::Edge {
+                                        user: i as u32,
+                                        symbol: name.to_vec(),
+                                        owner,
+                                    });
+                                }
                             }
                         }
                     }
                 }
+                (deps, events)
+            })
+            .collect();
+        let mut graph = DiGraph::with_capacity(mods.len(), mods.len() * 2);
+        for _ in mods {
+            graph.add_node(());
+        }
+        let mut deps: Vec<Vec<u32>> = Vec::with_capacity(mods.len());
+        for (i, (d, ev)) in resolved.into_iter().enumerate() {
+            for &owner in &d {
+                graph.add_edge(NodeIndex::new(i), NodeIndex::new(owner as usize), ());
             }
+            deps.push(d);
+            events.extend(ev);
         }
         DepGraph {
             graph,
@@ -370,17 +384,67 @@ impl DepGraph {
 
     /// All modules reachable from `i`, sorted by topological index (spec §5.7).
     pub fn closure(&self, i: usize, topo: &[u32], scratch: &mut Vec<u32>) -> Vec<u32> {
-        let mut seen: Vec<u32> = Vec::new();
-        scratch.clear();
-        scratch.extend_from_slice(&self.deps[i]);
-        let mut mark = std::collections::HashSet::new();
-        while let Some(d) = scratch.pop() {
-            if mark.insert(d) {
-                seen.push(d);
-                scratch.extend_from_slice(&self.deps[d as usize]);
+        let mut sc = ClosureScratch::new(self.deps.len());
+        std::mem::swap(&mut sc.stack, scratch);
+        let mut out = Vec::new();
+        self.closure_into(i, topo, &mut sc, &mut out);
+        std::mem::swap(&mut sc.stack, scratch);
+        out
+    }
+
+    /// [`DepGraph::closure`] into `out` (cleared first), with reusable scratch space: no
+    /// allocation once the buffers have grown.
+    pub fn closure_into(
+        &self,
+        i: usize,
+        topo: &[u32],
+        sc: &mut ClosureScratch,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        sc.next_generation(self.deps.len());
+        let gen = sc.generation;
+        sc.stack.clear();
+        sc.stack.extend_from_slice(&self.deps[i]);
+        while let Some(d) = sc.stack.pop() {
+            let m = &mut sc.mark[d as usize];
+            if *m != gen {
+                *m = gen;
+                out.push(d);
+                sc.stack.extend_from_slice(&self.deps[d as usize]);
             }
         }
-        seen.sort_by_key(|&d| topo[d as usize]);
-        seen
+        // Topological indexes are distinct, so an unstable sort gives the same order.
+        out.sort_unstable_by_key(|&d| topo[d as usize]);
+    }
+}
+
+/// Scratch space for [`DepGraph::closure_into`]: a DFS stack and visit marks stamped with a
+/// generation number, so that nothing is cleared between modules.
+#[derive(Debug, Default, Clone)]
+pub struct ClosureScratch {
+    stack: Vec<u32>,
+    mark: Vec<u32>,
+    generation: u32,
+}
+
+impl ClosureScratch {
+    pub fn new(modules: usize) -> Self {
+        ClosureScratch {
+            stack: Vec::new(),
+            mark: vec![0; modules],
+            generation: 0,
+        }
+    }
+
+    fn next_generation(&mut self, modules: usize) {
+        if self.mark.len() < modules {
+            self.mark.resize(modules, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.mark.fill(0);
+            self.generation = 1;
+        }
     }
 }

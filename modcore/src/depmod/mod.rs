@@ -4,16 +4,19 @@
 //! module files, writing outputs); the pieces it calls (`config::parse`, `graph`,
 //! `output`) are pure.
 
+pub mod cache;
 pub mod config;
 pub mod graph;
 pub mod kernelsyms;
 pub mod output;
+pub mod read;
 pub mod walk;
 
-use crate::diag::{show, Level, Sink};
+use crate::diag::{show, Collect, Level, Sink};
 use crate::fsio;
 use crate::index::Layout;
 use crate::module::ModuleData;
+use cache::{Cache, FileKey};
 use graph::{DepGraph, Event, OrderFile, ResolveOptions};
 use output::{OutModule, Outputs};
 use rayon::prelude::*;
@@ -58,6 +61,9 @@ pub struct DepmodOptions {
     pub warn_dups: bool,
     /// Index node layout (kmod 30: post-order).
     pub layout: Layout,
+    /// Use the incremental cache `modules.depmod.cache` (see [`cache`]); `--no-cache`
+    /// turns it off.
+    pub use_cache: bool,
 }
 
 impl DepmodOptions {
@@ -79,6 +85,7 @@ impl DepmodOptions {
             verbose: 0,
             warn_dups: false,
             layout: Layout::PostOrder,
+            use_cache: true,
         }
     }
 
@@ -175,6 +182,8 @@ pub struct Summary {
     pub modules: usize,
     /// Modules that could not be read (reported as errors, still listed in modules.dep).
     pub unreadable: usize,
+    /// Modules taken from the incremental cache instead of being read.
+    pub from_cache: usize,
 }
 
 fn bytes_path(b: &[u8]) -> &Path {
@@ -188,6 +197,7 @@ pub fn run(
     stdout: &mut dyn Write,
     progress: &dyn Progress,
 ) -> Result<Summary, DepmodError> {
+    let run_start = std::time::SystemTime::now();
     let moddir = opts.moddir();
     let explicit = !opts.files.is_empty() && !opts.all;
 
@@ -214,6 +224,14 @@ pub fn run(
     } else {
         None
     };
+
+    // The incremental cache (see `cache`): tree scans only; `-n` reads it but never
+    // writes it. It is loaded on another thread while the tree is walked.
+    let use_cache = opts.use_cache && !explicit;
+    let cache_load = use_cache.then(|| {
+        let dir = bytes_path(&opts.outputdir()).to_path_buf();
+        std::thread::spawn(move || Cache::load(&dir))
+    });
 
     // Find modules.
     let cands: Vec<Candidate> = if explicit {
@@ -286,23 +304,25 @@ pub fn run(
     }
     let ordered: Vec<usize> = graph::module_order(&names, &stems, &order);
 
-    // Read every module, in parallel; results come back in module order.
+    // Read every module, in parallel; results come back in module order. With the cache,
+    // a module whose file is unchanged (same stat key) is taken from it instead.
+    let cache = match cache_load {
+        Some(h) => h.join().ok().and_then(Result::ok).unwrap_or_default(),
+        None => Cache::empty(),
+    };
+    let cached_entries = cache.len();
     progress.start(ordered.len() as u64);
-    let results: Vec<Result<ModuleData, String>> = ordered
-        .par_iter()
-        .map(|&i| {
-            let r = read_module(cands[i].path());
-            progress.tick();
-            r
-        })
-        .collect();
+    let results = read_all(&ordered, &cands, use_cache.then_some(&cache), progress);
+    rayon::broadcast(|_| read::release_buffers());
+    let from_cache = results.iter().filter(|g| g.hit).count();
     progress.finish();
+    drop(cache);
     let mut unreadable = 0;
     let empty = ModuleData::default();
     let datas: Vec<&ModuleData> = results
         .iter()
         .zip(&ordered)
-        .map(|(r, &i)| match r {
+        .map(|(r, &i)| match &r.res {
             Ok(d) => d,
             Err(e) => {
                 unreadable += 1;
@@ -397,29 +417,8 @@ pub fn run(
     };
     let dep_lines = out.dep_lines();
 
-    if opts.dry_run {
-        let mut all = Outputs::modules_dep(&dep_lines);
-        all.extend(out.modules_alias());
-        all.extend(out.modules_softdep());
-        all.extend(out.modules_symbols());
-        all.extend(out.modules_devname(sink));
-        stdout.write_all(&all).map_err(DepmodError::Stdout)?;
-        stdout.flush().map_err(DepmodError::Stdout)?;
-        return Ok(Summary {
-            up_to_date: false,
-            modules: mods.len(),
-            unreadable,
-        });
-    }
-
-    let outdir = opts.outputdir();
-    let outdir_path = bytes_path(&outdir).to_path_buf();
-    if opts.outdir.is_some() {
-        std::fs::create_dir_all(&outdir_path).map_err(|e| DepmodError::OutDir {
-            path: outdir_path.display().to_string(),
-            err: crate::errno_text(&e),
-        })?;
-    }
+    // Produce the files concurrently; diagnostics are replayed in file order, just before
+    // each file is written, so stderr reads exactly as if they were made one by one.
     let read_input = |name: &str, sink: &mut dyn Sink| -> Option<Vec<u8>> {
         let mut p = moddir.clone();
         p.push(b'/');
@@ -443,51 +442,258 @@ pub fn run(
         name: name.to_string(),
         err: e.to_string(),
     };
-    let suffix = fsio::temp_suffix();
-    for name in OUTPUT_FILES {
-        let data = match *name {
-            "modules.dep" => Outputs::modules_dep(&dep_lines),
+    let produce = |name: &str| -> Produced {
+        let mut diags = Collect::default();
+        let sink: &mut dyn Sink = &mut diags;
+        let data = match name {
+            "modules.dep" => Ok(Outputs::modules_dep(&dep_lines)),
             "modules.dep.bin" => out
                 .modules_dep_bin(&dep_lines, sink)
-                .map_err(|e| ixerr(name, e))?,
-            "modules.alias" => out.modules_alias(),
-            "modules.alias.bin" => out.modules_alias_bin(sink).map_err(|e| ixerr(name, e))?,
-            "modules.softdep" => out.modules_softdep(),
-            "modules.weakdep" => out.modules_weakdep(),
-            "modules.symbols" => out.modules_symbols(),
-            "modules.symbols.bin" => out.modules_symbols_bin(sink).map_err(|e| ixerr(name, e))?,
+                .map_err(|e| ixerr(name, e)),
+            "modules.alias" => Ok(out.modules_alias()),
+            "modules.alias.bin" => out.modules_alias_bin(sink).map_err(|e| ixerr(name, e)),
+            "modules.softdep" => Ok(out.modules_softdep()),
+            "modules.weakdep" => Ok(out.modules_weakdep()),
+            "modules.symbols" => Ok(out.modules_symbols()),
+            "modules.symbols.bin" => out.modules_symbols_bin(sink).map_err(|e| ixerr(name, e)),
             "modules.builtin.bin" => read_input("modules.builtin", sink)
                 .map(|d| output::builtin_bin(&d, opts.layout, sink))
                 .transpose()
-                .map_err(|e| ixerr(name, e))?
-                .unwrap_or_default(),
+                .map_err(|e| ixerr(name, e))
+                .map(Option::unwrap_or_default),
             "modules.builtin.alias.bin" => read_input("modules.builtin.modinfo", sink)
                 .map(|d| output::builtin_alias_bin(&d, opts.layout, sink))
                 .transpose()
-                .map_err(|e| ixerr(name, e))?
-                .unwrap_or_default(),
-            "modules.devname" => out.modules_devname(sink),
-            _ => continue,
+                .map_err(|e| ixerr(name, e))
+                .map(Option::unwrap_or_default),
+            "modules.devname" => Ok(out.modules_devname(sink)),
+            _ => Ok(Vec::new()),
         };
+        Produced { data, diags }
+    };
+
+    if opts.dry_run {
+        const SHOWN: [&str; 5] = [
+            "modules.dep",
+            "modules.alias",
+            "modules.softdep",
+            "modules.symbols",
+            "modules.devname",
+        ];
+        let parts: Vec<Produced> = SHOWN.par_iter().map(|n| produce(n)).collect();
+        let mut all = Vec::new();
+        for p in parts {
+            p.replay(sink);
+            all.extend(p.data?);
+        }
+        stdout.write_all(&all).map_err(DepmodError::Stdout)?;
+        stdout.flush().map_err(DepmodError::Stdout)?;
+        return Ok(Summary {
+            up_to_date: false,
+            modules: mods.len(),
+            unreadable,
+            from_cache,
+        });
+    }
+
+    let outdir = opts.outputdir();
+    let outdir_path = bytes_path(&outdir).to_path_buf();
+    if opts.outdir.is_some() {
+        std::fs::create_dir_all(&outdir_path).map_err(|e| DepmodError::OutDir {
+            path: outdir_path.display().to_string(),
+            err: crate::errno_text(&e),
+        })?;
+    }
+    let mut produced_outputs: Vec<Produced> = OUTPUT_FILES.par_iter().map(|n| produce(n)).collect();
+    let suffix = fsio::temp_suffix();
+    for (name, p) in OUTPUT_FILES.iter().zip(produced_outputs.iter_mut()) {
+        p.replay(sink);
+        let data = std::mem::replace(&mut p.data, Ok(Vec::new()))?;
         fsio::write_atomic(&outdir_path, name, &suffix, &data)?;
     }
+    drop(produced_outputs);
+    if use_cache {
+        write_cache(
+            &outdir_path,
+            &suffix,
+            &ordered,
+            &cands,
+            &results,
+            cached_entries,
+            run_start,
+            sink,
+        );
+    }
     let _ = fsio::sync_dir(&outdir_path);
-    Ok(Summary {
+    let summary = Summary {
         up_to_date: false,
         modules: mods.len(),
         unreadable,
-    })
+        from_cache,
+    };
+    // Freeing a million small allocations takes a while; nothing waits for it.
+    defer_drop((results, g, dep_lines, cands));
+    Ok(summary)
+}
+
+/// Drop `v` on a background thread (inline if no thread can be started). A process that
+/// exits right away (the depmod tool) does not pay for the frees at all.
+fn defer_drop<T: Send + 'static>(v: T) {
+    // If the thread cannot be started, the closure (and `v` with it) is dropped here.
+    let _ = std::thread::Builder::new()
+        .name("depmod-free".into())
+        .spawn(move || drop(v));
+}
+
+/// One module's data (or read error), the stat key of the file it came from, and whether
+/// it came from the cache.
+struct Got {
+    res: Result<ModuleData, String>,
+    key: Option<FileKey>,
+    hit: bool,
+}
+
+/// Read every module (`ordered` indexes `cands`); the results are in that order.
+///
+/// First every module is stat'ed, in parallel: with a cache, unchanged modules (same stat
+/// key) are taken from it. The others are then read in parallel, largest file first, so
+/// that the few huge modules neither finish last on one thread nor sit in memory
+/// together with everything read before them.
+fn read_all(
+    ordered: &[usize],
+    cands: &[Candidate],
+    cache: Option<&Cache>,
+    progress: &dyn Progress,
+) -> Vec<Got> {
+    let probe: Vec<(Option<Got>, u64)> = ordered
+        .par_iter()
+        .map(|&i| {
+            let path = &cands[i].path;
+            let Ok(meta) = std::fs::metadata(bytes_path(path)) else {
+                return (None, 0);
+            };
+            if let Some(cache) = cache.filter(|c| !c.is_empty()) {
+                let key = FileKey::of(&meta);
+                if let Some(d) = cache.get(path, &key) {
+                    progress.tick();
+                    let got = Got {
+                        res: Ok(d),
+                        key: Some(key),
+                        hit: true,
+                    };
+                    return (Some(got), 0);
+                }
+            }
+            (None, meta.len())
+        })
+        .collect();
+    let mut todo: Vec<usize> = (0..ordered.len())
+        .filter(|&k| probe[k].0.is_none())
+        .collect();
+    todo.sort_by_key(|&k| std::cmp::Reverse(probe[k].1));
+    let read: Vec<(usize, Got)> = todo
+        .into_iter()
+        .par_bridge()
+        .map(|k| {
+            let (res, meta) = read::read_module_stat(cands[ordered[k]].path());
+            progress.tick();
+            let key = if cache.is_some() {
+                meta.map(|m| FileKey::of(&m))
+            } else {
+                None
+            };
+            (
+                k,
+                Got {
+                    res,
+                    key,
+                    hit: false,
+                },
+            )
+        })
+        .collect();
+    let mut slots: Vec<Option<Got>> = probe.into_iter().map(|(g, _)| g).collect();
+    for (k, g) in read {
+        slots[k] = Some(g);
+    }
+    slots
+        .into_iter()
+        .map(|g| {
+            g.unwrap_or(Got {
+                res: Err(crate::kernel::strerror(nix::errno::Errno::EIO as i32)),
+                key: None,
+                hit: false,
+            })
+        })
+        .collect()
+}
+
+/// Replace the cache with this run's modules (settled, readable ones only). Nothing is
+/// written when no module has new data to store and at most a quarter of the cached
+/// entries are for modules that are gone or changed: such stale entries are never used
+/// (their key cannot match again), so the file stays valid and only carries some dead
+/// weight until the next rewrite. A failure only costs speed next time, so it is reported
+/// at debug level and the run still succeeds.
+#[allow(clippy::too_many_arguments)]
+fn write_cache(
+    dir: &Path,
+    suffix: &str,
+    ordered: &[usize],
+    cands: &[Candidate],
+    results: &[Got],
+    cached_entries: usize,
+    run_start: std::time::SystemTime,
+    sink: &mut dyn Sink,
+) {
+    let entries: Vec<(cache::Entry<'_>, bool)> = ordered
+        .iter()
+        .zip(results)
+        .filter_map(|(&i, g)| match (&g.res, g.key) {
+            (Ok(data), Some(key)) if key.settled(run_start) => Some((
+                cache::Entry {
+                    path: &cands[i].path,
+                    key,
+                    data,
+                },
+                g.hit,
+            )),
+            _ => None,
+        })
+        .collect();
+    let hits = entries.iter().filter(|(_, hit)| *hit).count();
+    let stale = cached_entries.saturating_sub(hits);
+    if hits == entries.len() && stale * 4 <= cached_entries {
+        return;
+    }
+    let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _)| e).collect();
+    let res = fsio::write_atomic_with(dir, cache::CACHE_FILE, suffix, |w| {
+        cache::write_to(w, &entries)
+    });
+    if let Err(e) = res {
+        sink.emit(
+            Level::Debug,
+            format!("could not write the depmod cache: {e}"),
+        );
+    }
+}
+
+/// One output file's bytes (or why it could not be made) and what its producer reported.
+struct Produced {
+    data: Result<Vec<u8>, DepmodError>,
+    diags: Collect,
+}
+
+impl Produced {
+    fn replay(&self, sink: &mut dyn Sink) {
+        for d in &self.diags.0 {
+            sink.emit(d.level, d.message.clone());
+        }
+    }
 }
 
 /// Read and parse one module file; the error text is kmod's strerror plus our cause.
 pub fn read_module(path: &Path) -> Result<ModuleData, String> {
-    use crate::compress::ReadError;
-    use crate::kernel::strerror;
-    let image = crate::compress::read_module_file(path).map_err(|e| match &e {
-        ReadError::Io { .. } => strerror(e.errno()),
-        ReadError::Decompress { source, .. } => format!("{} ({source})", strerror(e.errno())),
-    })?;
-    crate::module::extract(&image).map_err(|e| format!("{} ({})", strerror(e.errno()), e.cause()))
+    read::read_module(path)
 }
 
 /// `-A`: true when no module file is newer (in whole seconds) than modules.dep.

@@ -1,10 +1,11 @@
 //! Producing every output file's bytes (spec depmod-and-index §6, §7). Pure: no I/O.
 
-use super::graph::{hash_order, DepGraph, SYMBOL_BUCKETS};
+use super::graph::{hash_order, ClosureScratch, DepGraph, SYMBOL_BUCKETS};
 use crate::diag::{show, Level, Sink};
 use crate::index::{IndexBuilder, Layout, WriteError};
 use crate::module::ModuleData;
 use crate::name::{modname_from_path, normalize_alias};
+use rayon::prelude::*;
 
 /// One module as the outputs see it, in module order.
 pub struct OutModule<'a> {
@@ -34,19 +35,30 @@ fn modinfo_values<'a>(m: &'a ModuleData, key: &'a [u8]) -> impl Iterator<Item = 
 impl<'a> Outputs<'a> {
     /// modules.dep lines (without trailing newline), one per module in module order.
     pub fn dep_lines(&self) -> Vec<Vec<u8>> {
-        let mut scratch = Vec::new();
+        let n = self.mods.len();
         self.mods
-            .iter()
+            .par_iter()
             .enumerate()
-            .map(|(i, m)| {
-                let mut line = m.path.to_vec();
-                line.push(b':');
-                for d in self.graph.closure(i, self.topo, &mut scratch) {
-                    line.push(b' ');
-                    line.extend_from_slice(self.mods[d as usize].path);
-                }
-                line
-            })
+            .map_init(
+                || (ClosureScratch::new(n), Vec::new()),
+                |(sc, deps), (i, m)| {
+                    self.graph.closure_into(i, self.topo, sc, deps);
+                    let len = m.path.len()
+                        + 1
+                        + deps
+                            .iter()
+                            .map(|&d| self.mods[d as usize].path.len() + 1)
+                            .sum::<usize>();
+                    let mut line = Vec::with_capacity(len);
+                    line.extend_from_slice(m.path);
+                    line.push(b':');
+                    for &d in deps.iter() {
+                        line.push(b' ');
+                        line.extend_from_slice(self.mods[d as usize].path);
+                    }
+                    line
+                },
+            )
             .collect()
     }
 

@@ -80,7 +80,8 @@ pub struct IndexBuilder {
     value_bytes: Vec<u8>,
     keys: usize,
     values: usize,
-    /// Every (key, value) pair inserted, to report duplicates without scanning.
+    /// The (key, value) pairs of keys with many values, to report duplicates without
+    /// scanning (see `add_value`).
     pairs: HashSet<KeyValue>,
     /// The first key or value seen with a byte the format cannot hold.
     bad: Option<(u8, Vec<u8>)>,
@@ -149,7 +150,6 @@ impl IndexBuilder {
         };
         self.value_bytes.extend_from_slice(value);
         self.values += 1;
-        let duplicate = !self.pairs.insert((key.into(), value.into()));
 
         let mut node = ROOT;
         let mut i = 0usize;
@@ -167,8 +167,7 @@ impl IndexBuilder {
             }
             i += common;
             if i == key.len() {
-                self.add_value(node, slot);
-                return duplicate;
+                return self.add_value(node, slot, key);
             }
             let c = key[i];
             let n = &self.nodes[node as usize];
@@ -185,7 +184,7 @@ impl IndexBuilder {
                     });
                     self.nodes[node as usize].children.insert(pos, (c, leaf));
                     self.keys += 1;
-                    return duplicate;
+                    return false;
                 }
             }
         }
@@ -212,12 +211,35 @@ impl IndexBuilder {
         self.nodes[node as usize].children = vec![(branch, id)];
     }
 
-    fn add_value(&mut self, node: NodeId, slot: ValueSlot) {
+    /// Add `slot` (whose bytes are already in the arena) to the values of `node`, whose key
+    /// is `key`; true when the key already had an identical value. A key's first few values
+    /// are compared directly; once it has [`LINEAR_VALUES`], all its pairs go into `pairs`
+    /// and later ones are looked up there, so many values under one key stay linear.
+    fn add_value(&mut self, node: NodeId, slot: ValueSlot, key: &[u8]) -> bool {
+        const LINEAR_VALUES: usize = 8;
+        let bytes = &self.value_bytes;
+        let new = &bytes[slot.start..slot.start + slot.len];
         let values = &mut self.nodes[node as usize].values;
-        if values.is_empty() {
-            self.keys += 1;
-        }
+        let duplicate = match values.len() {
+            0 => {
+                self.keys += 1;
+                false
+            }
+            n if n < LINEAR_VALUES => values
+                .iter()
+                .any(|v| &bytes[v.start..v.start + v.len] == new),
+            n => {
+                if n == LINEAR_VALUES {
+                    for v in values.iter() {
+                        self.pairs
+                            .insert((key.into(), bytes[v.start..v.start + v.len].into()));
+                    }
+                }
+                !self.pairs.insert((key.into(), new.into()))
+            }
+        };
         values.push(slot);
+        duplicate
     }
 
     /// Every key with its values (priority, bytes) in key order. Meant for tests and tools;

@@ -1,0 +1,588 @@
+//! Incremental depmod: a cache of what each module file contributed.
+//!
+//! Reading every module is most of a depmod run (an `.ko.xz` tree spends seconds
+//! decompressing). The cache keeps each module's [`ModuleData`] (its `.modinfo` entries,
+//! exports with CRCs and needed symbols; nothing of the dependency graph or the outputs)
+//! keyed by the module's path and [`FileKey`]: device, inode, size, mtime and ctime with
+//! nanoseconds. A later run stats every module and takes the cached data only when the
+//! key matches exactly; any other module is read again, and every output is always
+//! rebuilt from the full module list, so the outputs are byte for byte those of a run
+//! without the cache.
+//!
+//! Why the key is enough: replacing a file (package managers rename a new file over the
+//! old one) gives a new inode; writing to it changes mtime and ctime; `touch -m`/`utimensat`
+//! can put mtime back but always moves ctime, which cannot be set from user space. The one
+//! gap is a change within the timestamp granularity of the previous change (whole seconds
+//! on some file systems, a scheduler tick on others) while depmod is reading the file, so
+//! entries for files changed less than [`SETTLE`] before the run are not stored: they are
+//! read again next time (the "racy clean" rule of git's index).
+//!
+//! The file is `modules.depmod.cache` in the output directory, replaced atomically
+//! (`fsio::write_atomic`). It is ignored, and rebuilt by the next writing run, when it is
+//! missing, unreadable, truncated, corrupt (checksum), or written by another format or
+//! crate version.
+//!
+//! When it is used: a normal run (tree scan) reads and writes it. `-n` only reads it (a
+//! dry run must not write anything). Explicit-file mode (`depmod VERSION FILE...` without
+//! `-a`) neither reads nor writes it: those runs index only the listed files and are not
+//! the slow case. `--no-cache` (`DepmodOptions::use_cache = false`) disables it.
+//!
+//! # Format (all integers little-endian)
+//!
+//! ```text
+//! header   magic "KMODRS-DEPMOD-CACHE\n" (20 bytes), format u32, version length u32,
+//!          crate version bytes, entry count u32, payload length u64
+//! payload  entry*:  path length u32, path bytes, key (7 x u64), body length u32, body
+//!          body:    modinfo count u32, (key length u32, key, value length u32, value)*
+//!                   export count u32, (name length u32, name, crc u64)*
+//!                   need count u32, (name length u32, name, crc u64, weak u8)*
+//! trailer  checksum u64 over header and payload
+//! ```
+
+use crate::module::{Export, ModuleData, Need};
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The cache file's name in the output directory.
+pub const CACHE_FILE: &str = "modules.depmod.cache";
+
+const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
+/// Bump when the layout or the meaning of the stored data changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Our crate version: a cache written by another build is not trusted.
+const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Files whose mtime or ctime is this close to the start of the run (or later) are not
+/// stored (see the module documentation). FAT stores mtime with 2 s granularity.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// Refuse absurd caches before reading them (a real one is a few MiB).
+const MAX_CACHE_LEN: u64 = 1 << 30;
+
+/// The identity of a module file as `stat(2)` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileKey {
+    pub fn of(m: &Metadata) -> FileKey {
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+
+    /// True when the file last changed at least [`SETTLE`] before `start` (the start of
+    /// the run): only such entries are stored.
+    pub fn settled(&self, start: SystemTime) -> bool {
+        let Ok(limit) = start
+            .checked_sub(SETTLE)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+        else {
+            return false;
+        };
+        let limit = (limit.as_secs() as i64, i64::from(limit.subsec_nanos()));
+        (self.mtime, self.mtime_nsec) < limit && (self.ctime, self.ctime_nsec) < limit
+    }
+
+    fn words(&self) -> [u64; 7] {
+        [
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime as u64,
+            self.mtime_nsec as u64,
+            self.ctime as u64,
+            self.ctime_nsec as u64,
+        ]
+    }
+
+    fn from_words(w: [u64; 7]) -> FileKey {
+        FileKey {
+            dev: w[0],
+            ino: w[1],
+            size: w[2],
+            mtime: w[3] as i64,
+            mtime_nsec: w[4] as i64,
+            ctime: w[5] as i64,
+            ctime_nsec: w[6] as i64,
+        }
+    }
+}
+
+/// Why a cache file was not used (for `-v` diagnostics and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    Missing,
+    Unreadable(String),
+    TooShort,
+    BadMagic,
+    OtherFormat(u32),
+    OtherVersion(String),
+    BadLength,
+    BadChecksum,
+    Malformed,
+}
+
+/// A loaded cache: the file's bytes and an index from path to (key, body).
+#[derive(Default)]
+pub struct Cache {
+    data: Vec<u8>,
+    index: HashMap<Vec<u8>, (FileKey, usize, usize)>,
+}
+
+impl Cache {
+    /// An empty cache (no entries).
+    pub fn empty() -> Cache {
+        Cache::default()
+    }
+
+    /// Load `dir/modules.depmod.cache`; `Err` says why it is not usable.
+    pub fn load(dir: &Path) -> Result<Cache, Rejected> {
+        let path = dir.join(CACHE_FILE);
+        let data = match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_CACHE_LEN => return Err(Rejected::BadLength),
+            Ok(_) => std::fs::read(&path),
+            Err(e) => Err(e),
+        };
+        let data = match data {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
+            Err(e) => return Err(Rejected::Unreadable(crate::errno_text(&e))),
+        };
+        Cache::parse(data)
+    }
+
+    /// Validate and index a cache file's bytes.
+    pub fn parse(data: Vec<u8>) -> Result<Cache, Rejected> {
+        let mut r = Reader::new(&data);
+        let magic = r.bytes(MAGIC.len()).ok_or(Rejected::TooShort)?;
+        if magic != MAGIC {
+            return Err(Rejected::BadMagic);
+        }
+        let format = r.u32().ok_or(Rejected::TooShort)?;
+        if format != FORMAT_VERSION {
+            return Err(Rejected::OtherFormat(format));
+        }
+        let vlen = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let version = r.bytes(vlen).ok_or(Rejected::TooShort)?;
+        if version != CRATE_VERSION.as_bytes() {
+            return Err(Rejected::OtherVersion(
+                String::from_utf8_lossy(version).into_owned(),
+            ));
+        }
+        let count = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let payload_len = r.u64().ok_or(Rejected::TooShort)?;
+        let payload_start = r.pos;
+        let payload_end = usize::try_from(payload_len)
+            .ok()
+            .and_then(|l| payload_start.checked_add(l))
+            .ok_or(Rejected::BadLength)?;
+        if payload_end.checked_add(8) != Some(data.len()) {
+            return Err(Rejected::BadLength);
+        }
+        let mut trailer = [0u8; 8];
+        trailer.copy_from_slice(&data[payload_end..]);
+        if checksum(&data[..payload_end]) != u64::from_le_bytes(trailer) {
+            return Err(Rejected::BadChecksum);
+        }
+        let mut index = HashMap::with_capacity(count.min(payload_end / 64));
+        let mut r = Reader {
+            data: &data[..payload_end],
+            pos: payload_start,
+        };
+        for _ in 0..count {
+            let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
+            let path = r.bytes(plen).ok_or(Rejected::Malformed)?.to_vec();
+            let mut w = [0u64; 7];
+            for x in &mut w {
+                *x = r.u64().ok_or(Rejected::Malformed)?;
+            }
+            let blen = r.u32().ok_or(Rejected::Malformed)? as usize;
+            let start = r.pos;
+            r.bytes(blen).ok_or(Rejected::Malformed)?;
+            index.insert(path, (FileKey::from_words(w), start, blen));
+        }
+        if r.pos != payload_end {
+            return Err(Rejected::Malformed);
+        }
+        Ok(Cache { data, index })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The cached data of `path`, only if it was stored with exactly `key`.
+    pub fn get(&self, path: &[u8], key: &FileKey) -> Option<ModuleData> {
+        let (k, start, len) = self.index.get(path)?;
+        if k != key {
+            return None;
+        }
+        decode_body(&self.data[*start..*start + *len])
+    }
+}
+
+/// One module to store.
+pub struct Entry<'a> {
+    pub path: &'a [u8],
+    pub key: FileKey,
+    pub data: &'a ModuleData,
+}
+
+/// The bytes of a cache file holding `entries` (see [`write_to`]).
+pub fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_to(&mut out, entries);
+    out
+}
+
+fn body_len(d: &ModuleData) -> usize {
+    12 + d
+        .modinfo
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum::<usize>()
+        + d.exports.iter().map(|e| 12 + e.name.len()).sum::<usize>()
+        + d.needs.iter().map(|n| 13 + n.name.len()).sum::<usize>()
+}
+
+/// Write a cache file holding `entries` to `w`, piece by piece (the checksum is computed
+/// on the way), so that the file never has to be in memory as a whole.
+pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()> {
+    let payload: usize = entries
+        .iter()
+        .map(|e| 4 + e.path.len() + 56 + 4 + body_len(e.data))
+        .sum();
+    let header = MAGIC.len() + 4 + 4 + CRATE_VERSION.len() + 4 + 8;
+    let mut out = Summing {
+        w,
+        sum: Checksum::new(header + payload),
+    };
+    out.put(MAGIC)?;
+    out.u32(FORMAT_VERSION)?;
+    out.bytes(CRATE_VERSION.as_bytes())?;
+    out.u32(entries.len() as u32)?;
+    out.put(&(payload as u64).to_le_bytes())?;
+    for e in entries {
+        out.bytes(e.path)?;
+        for x in e.key.words() {
+            out.put(&x.to_le_bytes())?;
+        }
+        let d = e.data;
+        out.u32(body_len(d) as u32)?;
+        out.u32(d.modinfo.len() as u32)?;
+        for (k, v) in &d.modinfo {
+            out.bytes(k)?;
+            out.bytes(v)?;
+        }
+        out.u32(d.exports.len() as u32)?;
+        for x in &d.exports {
+            out.bytes(&x.name)?;
+            out.put(&x.crc.to_le_bytes())?;
+        }
+        out.u32(d.needs.len() as u32)?;
+        for n in &d.needs {
+            out.bytes(&n.name)?;
+            out.put(&n.crc.to_le_bytes())?;
+            out.put(&[u8::from(n.weak)])?;
+        }
+    }
+    let sum = out.sum.finish();
+    out.w.write_all(&sum.to_le_bytes())
+}
+
+/// A writer that feeds everything it writes to the checksum.
+struct Summing<'a> {
+    w: &'a mut dyn Write,
+    sum: Checksum,
+}
+
+impl Summing<'_> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.sum.update(b);
+        self.w.write_all(b)
+    }
+
+    fn u32(&mut self, v: u32) -> std::io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.u32(b.len() as u32)?;
+        self.put(b)
+    }
+}
+
+fn decode_body(body: &[u8]) -> Option<ModuleData> {
+    let mut r = Reader::new(body);
+    let n = r.count(8)?;
+    let mut modinfo = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = r.vec()?;
+        let v = r.vec()?;
+        modinfo.push((k, v));
+    }
+    let n = r.count(12)?;
+    let mut exports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.vec()?;
+        let crc = r.u64()?;
+        exports.push(Export { name, crc });
+    }
+    let n = r.count(13)?;
+    let mut needs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.vec()?;
+        let crc = r.u64()?;
+        let weak = match r.bytes(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        needs.push(Need { name, crc, weak });
+    }
+    (r.pos == body.len()).then_some(ModuleData {
+        modinfo,
+        exports,
+        needs,
+    })
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.bytes(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(self.bytes(8)?);
+        Some(u64::from_le_bytes(w))
+    }
+
+    fn vec(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        self.bytes(n).map(<[u8]>::to_vec)
+    }
+
+    /// A count of records of at least `min` bytes each, checked against what is left so
+    /// that a corrupt count cannot make us allocate much.
+    fn count(&mut self, min: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        (n.checked_mul(min)? <= self.data.len() - self.pos).then_some(n)
+    }
+}
+
+/// A 64-bit checksum of `data` (see [`Checksum`]).
+pub fn checksum(data: &[u8]) -> u64 {
+    let mut c = Checksum::new(data.len());
+    c.update(data);
+    c.finish()
+}
+
+/// A streaming 64-bit checksum: 8-byte little-endian words folded in with xor, rotate
+/// and multiply (every step is a bijection of the state, so any single changed word
+/// changes the result), seeded with the total length. It detects corruption, not
+/// tampering: the cache is never trusted over the module files anyway.
+pub struct Checksum {
+    h: u64,
+    pending: [u8; 8],
+    npending: usize,
+}
+
+impl Checksum {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    pub fn new(total_len: usize) -> Self {
+        Checksum {
+            h: 0x6B6D_6F64_2D72_7321 ^ total_len as u64,
+            pending: [0; 8],
+            npending: 0,
+        }
+    }
+
+    fn word(&mut self, w: [u8; 8]) {
+        self.h = (self.h ^ u64::from_le_bytes(w))
+            .rotate_left(23)
+            .wrapping_mul(Self::K);
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        if self.npending > 0 {
+            let take = (8 - self.npending).min(data.len());
+            self.pending[self.npending..self.npending + take].copy_from_slice(&data[..take]);
+            self.npending += take;
+            data = &data[take..];
+            if self.npending < 8 {
+                return;
+            }
+            self.word(self.pending);
+            self.npending = 0;
+        }
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(w);
+        }
+        let rest = chunks.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.npending = rest.len();
+    }
+
+    pub fn finish(mut self) -> u64 {
+        let mut w = [0u8; 8];
+        w[..self.npending].copy_from_slice(&self.pending[..self.npending]);
+        self.word(w);
+        let mut h = self.h;
+        h ^= h >> 29;
+        h = h.wrapping_mul(Self::K);
+        h ^ (h >> 32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ModuleData {
+        ModuleData {
+            modinfo: vec![
+                (b"alias".to_vec(), b"fs-fat".to_vec()),
+                (b"k".to_vec(), vec![]),
+            ],
+            exports: vec![Export {
+                name: b"fat_get".to_vec(),
+                crc: 0x1234,
+            }],
+            needs: vec![Need {
+                name: b"printk".to_vec(),
+                crc: u64::MAX,
+                weak: true,
+            }],
+        }
+    }
+
+    fn key(n: u64) -> FileKey {
+        FileKey {
+            dev: 1,
+            ino: n,
+            size: 100,
+            mtime: 10,
+            mtime_nsec: 5,
+            ctime: 11,
+            ctime_nsec: 6,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_exact_keys() {
+        let d = sample();
+        let e = ModuleData::default();
+        let bytes = encode(&[
+            Entry {
+                path: b"/a/x.ko",
+                key: key(1),
+                data: &d,
+            },
+            Entry {
+                path: b"/a/y.ko",
+                key: key(2),
+                data: &e,
+            },
+        ]);
+        let c = Cache::parse(bytes.clone()).expect("valid");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(b"/a/x.ko", &key(1)), Some(d));
+        assert_eq!(c.get(b"/a/y.ko", &key(2)), Some(e));
+        assert_eq!(c.get(b"/a/x.ko", &key(2)), None);
+        let mut k = key(1);
+        k.ctime_nsec += 1;
+        assert_eq!(c.get(b"/a/x.ko", &k), None);
+        assert_eq!(c.get(b"/a/z.ko", &key(1)), None);
+    }
+
+    #[test]
+    fn damaged_caches_are_rejected() {
+        let d = sample();
+        let bytes = encode(&[Entry {
+            path: b"/a/x.ko",
+            key: key(1),
+            data: &d,
+        }]);
+        for cut in 0..bytes.len() {
+            assert!(Cache::parse(bytes[..cut].to_vec()).is_err(), "cut {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(Cache::parse(b).is_err(), "flip {i}");
+        }
+        let mut b = bytes.clone();
+        b.extend_from_slice(b"x");
+        assert!(Cache::parse(b).is_err());
+    }
+
+    #[test]
+    fn streaming_checksum() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for split in [0, 1, 3, 8, 9, 500, 999, 1000] {
+            let mut c = Checksum::new(data.len());
+            c.update(&data[..split]);
+            for b in data[split..].chunks(5) {
+                c.update(b);
+            }
+            assert_eq!(c.finish(), checksum(&data), "split {split}");
+        }
+    }
+
+    #[test]
+    fn settle_rule() {
+        let start = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut k = key(1);
+        (k.mtime, k.ctime) = (990, 997);
+        assert!(k.settled(start));
+        k.ctime = 998;
+        assert!(!k.settled(start));
+        (k.mtime, k.ctime) = (999, 990);
+        assert!(!k.settled(start));
+    }
+}

@@ -1,0 +1,500 @@
+//! Incremental depmod (`modules.depmod.cache`): after any edit of the module tree a run
+//! that uses the cache writes exactly the files of a full run without it; a damaged cache
+//! is ignored; the cache is replaced atomically and never written by `-n` or explicit-file
+//! runs.
+//!
+//! The cache stores only modules whose files are at least `cache::SETTLE` (2 s) old, so
+//! each test builds its tree and then waits that long once before the edits start.
+
+use modcore::depmod::cache::{self, CACHE_FILE};
+use modcore::depmod::{self, DepmodOptions, NoProgress, Summary, OUTPUT_FILES};
+use modcore::diag::{Collect, Level};
+use std::fs::{self, File, FileTimes};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tests::synth::{self, SynthModule};
+
+const KVER: &str = "6.1.0-incr";
+
+/// xorshift64*: a small deterministic PRNG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// How a module file is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Xz,
+    Zstd,
+}
+
+impl Kind {
+    fn ext(self) -> &'static str {
+        match self {
+            Kind::Plain => ".ko",
+            Kind::Xz => ".ko.xz",
+            Kind::Zstd => ".ko.zst",
+        }
+    }
+}
+
+/// One module of the synthetic tree: `m<id>` exports `s<id>_<variant letter>` and needs
+/// exports of lower-numbered modules (so the graph stays acyclic).
+#[derive(Clone, Debug)]
+struct Spec {
+    id: usize,
+    dir: usize,
+    kind: Kind,
+    /// Changing it changes the export names but not the file size.
+    variant: u8,
+    needs: Vec<usize>,
+}
+
+impl Spec {
+    fn rel(&self) -> String {
+        format!("kernel/d{}/m{:03}{}", self.dir, self.id, self.kind.ext())
+    }
+
+    fn export(&self, id: usize, variant: u8) -> String {
+        format!("s{id:03}_{}", variant as char)
+    }
+
+    fn image(&self, variants: &[u8]) -> Vec<u8> {
+        let v = self.variant;
+        let mut m = SynthModule::new(&format!("m{:03}", self.id))
+            .modinfo("alias", &format!("synth:m{:03}{}", self.id, v as char))
+            .modinfo("license", "GPL")
+            .export_crc(&self.export(self.id, v), 0x1000 + self.id as u64)
+            .export(&format!("t{:03}_{}", self.id, v as char))
+            .needs("printk");
+        if self.id % 7 == 3 {
+            m = m
+                .modinfo(
+                    "alias",
+                    &format!("char-major-{}-{}", 200 + self.id, self.id),
+                )
+                .modinfo("alias", &format!("devname:synth{}", self.id));
+        }
+        if self.id % 5 == 1 {
+            m = m.modinfo("softdep", "pre: m000");
+        }
+        for &n in &self.needs {
+            m = m
+                .needs(&self.export(n, variants[n]))
+                .version(&self.export(n, variants[n]), 0x1000 + n as u64);
+        }
+        let plain = m.build();
+        match self.kind {
+            Kind::Plain => plain,
+            Kind::Xz => synth::xz(&plain),
+            Kind::Zstd => synth::zstd(&plain),
+        }
+    }
+}
+
+struct Tree {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    /// Where the reference (full, cache-less) runs write.
+    full: PathBuf,
+    specs: Vec<Option<Spec>>,
+}
+
+impl Tree {
+    fn new(n: usize, rng: &mut Rng) -> Tree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("root");
+        let full = dir.path().join("full");
+        fs::create_dir_all(base.join("lib/modules").join(KVER)).expect("mkdir");
+        let mut t = Tree {
+            _dir: dir,
+            base,
+            full,
+            specs: Vec::new(),
+        };
+        for id in 0..n {
+            let spec = t.new_spec(id, rng);
+            t.specs.push(Some(spec));
+        }
+        for id in 0..n {
+            t.write(id);
+        }
+        fs::write(t.moddir().join("modules.builtin"), "kernel/fs/ext4.ko\n").expect("builtin");
+        t
+    }
+
+    fn new_spec(&self, id: usize, rng: &mut Rng) -> Spec {
+        let kind = match rng.below(4) {
+            0 => Kind::Xz,
+            1 => Kind::Zstd,
+            _ => Kind::Plain,
+        };
+        let needs = (0..rng.below(4))
+            .filter(|_| id > 0)
+            .map(|_| rng.below(id))
+            .collect();
+        Spec {
+            id,
+            dir: rng.below(3),
+            kind,
+            variant: b'a',
+            needs,
+        }
+    }
+
+    fn moddir(&self) -> PathBuf {
+        self.base.join("lib/modules").join(KVER)
+    }
+
+    fn path(&self, id: usize) -> PathBuf {
+        let spec = self.specs[id].as_ref().expect("present");
+        self.moddir().join(spec.rel())
+    }
+
+    fn variants(&self) -> Vec<u8> {
+        self.specs
+            .iter()
+            .map(|s| s.as_ref().map_or(b'a', |s| s.variant))
+            .collect()
+    }
+
+    fn image(&self, id: usize) -> Vec<u8> {
+        self.specs[id]
+            .as_ref()
+            .expect("present")
+            .image(&self.variants())
+    }
+
+    fn write(&self, id: usize) {
+        let p = self.path(id);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, self.image(id)).expect("write module");
+    }
+
+    fn opts(&self) -> DepmodOptions {
+        let mut o = DepmodOptions::new(KVER);
+        o.basedir = self.base.as_os_str().as_bytes().to_vec();
+        o.config_paths = Some(vec![]);
+        o
+    }
+
+    fn run(&self, o: &DepmodOptions) -> (Summary, Collect, Vec<u8>) {
+        let mut sink = Collect::default();
+        let mut out = Vec::new();
+        let s = depmod::run(o, &mut sink, &mut out, &NoProgress).expect("depmod runs");
+        (s, sink, out)
+    }
+
+    /// Run with the cache (in place) and without it (into `full`), and compare every output
+    /// file and every diagnostic. Returns the cached run's summary.
+    fn check(&self, what: &str) -> Summary {
+        let (s, sink, _) = self.run(&self.opts());
+        let mut o = self.opts();
+        o.use_cache = false;
+        o.outdir = Some(self.full.as_os_str().as_bytes().to_vec());
+        let (full, full_sink, _) = self.run(&o);
+        let full_dir = self.full.join("lib/modules").join(KVER);
+        for name in OUTPUT_FILES {
+            let a = fs::read(self.moddir().join(name)).expect("cached run output");
+            let b = fs::read(full_dir.join(name)).expect("full run output");
+            assert!(a == b, "{what}: {name} differs from a full run");
+        }
+        assert_eq!(s.modules, full.modules, "{what}");
+        assert_eq!(full.from_cache, 0, "{what}: --no-cache used the cache");
+        assert!(
+            !full_dir.join(CACHE_FILE).exists(),
+            "{what}: --no-cache wrote a cache"
+        );
+        // Debug-level notes (a cache that could not be written) are not part of the output.
+        let msgs = |c: &Collect| -> Vec<String> {
+            c.0.iter()
+                .filter(|d| d.level != Level::Debug)
+                .map(|d| d.message.clone())
+                .collect()
+        };
+        assert_eq!(msgs(&sink), msgs(&full_sink), "{what}: diagnostics");
+        s
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.moddir().join(CACHE_FILE)
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.specs.len())
+            .filter(|&i| self.specs[i].is_some())
+            .collect()
+    }
+}
+
+fn mtime(p: &Path) -> SystemTime {
+    fs::metadata(p).and_then(|m| m.modified()).expect("mtime")
+}
+
+fn set_mtime(p: &Path, t: SystemTime) {
+    File::options()
+        .write(true)
+        .open(p)
+        .and_then(|f| f.set_times(FileTimes::new().set_modified(t)))
+        .expect("set mtime");
+}
+
+/// Wait until every file created so far is old enough to be stored in the cache.
+fn settle() {
+    std::thread::sleep(cache::SETTLE + Duration::from_millis(150));
+}
+
+#[test]
+fn random_edits_match_full_runs() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut t = Tree::new(24, &mut rng);
+    let first = t.check("first run");
+    assert_eq!(first.from_cache, 0);
+    assert!(
+        !t.cache_path().exists(),
+        "files younger than SETTLE must not be cached"
+    );
+    settle();
+    let s = t.check("after settling");
+    assert_eq!(s.from_cache, 0, "there was no cache yet");
+    assert!(t.cache_path().exists(), "settled modules are cached");
+    let s = t.check("unchanged tree");
+    assert_eq!(s.from_cache, t.live().len(), "every module from the cache");
+
+    let mut hits = 0;
+    for round in 0..60 {
+        let live = t.live();
+        let what = match rng.below(7) {
+            // Add a module (new id, may be needed by later edits).
+            0 => {
+                let id = t.specs.len();
+                let spec = t.new_spec(id, &mut rng);
+                t.specs.push(Some(spec));
+                t.write(id);
+                format!("round {round}: add m{id:03}")
+            }
+            // Remove one that nobody needs any more (the others keep resolving).
+            1 if live.len() > 4 => {
+                let id = live[rng.below(live.len())];
+                fs::remove_file(t.path(id)).expect("remove");
+                t.specs[id] = None;
+                for s in t.specs.iter_mut().flatten() {
+                    s.needs.retain(|&n| n != id);
+                }
+                format!("round {round}: remove m{id:03}")
+            }
+            // Touch: new mtime, same content.
+            2 => {
+                let id = live[rng.below(live.len())];
+                set_mtime(&t.path(id), SystemTime::now());
+                format!("round {round}: touch m{id:03}")
+            }
+            // Same size, new content, old mtime restored: only ctime tells.
+            3 | 4 => {
+                let plain: Vec<usize> = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| t.specs[i].as_ref().is_some_and(|s| s.kind == Kind::Plain))
+                    .collect();
+                if plain.is_empty() {
+                    continue;
+                }
+                let id = plain[rng.below(plain.len())];
+                let p = t.path(id);
+                let (old_len, old_mtime, old_ino) = {
+                    let m = fs::metadata(&p).expect("stat");
+                    (m.len(), mtime(&p), m.ino())
+                };
+                let spec = t.specs[id].as_mut().expect("present");
+                spec.variant = if spec.variant == b'z' {
+                    b'a'
+                } else {
+                    spec.variant + 1
+                };
+                let image = t.image(id);
+                assert_eq!(image.len() as u64, old_len, "variants keep the size");
+                // Rewrite in place (same inode), then put the old mtime back.
+                fs::write(&p, &image).expect("rewrite");
+                set_mtime(&p, old_mtime);
+                let m = fs::metadata(&p).expect("stat");
+                assert_eq!((m.len(), mtime(&p), m.ino()), (old_len, old_mtime, old_ino));
+                // Modules that need it now need the new names.
+                let users: Vec<usize> = t
+                    .live()
+                    .into_iter()
+                    .filter(|&u| t.specs[u].as_ref().is_some_and(|s| s.needs.contains(&id)))
+                    .collect();
+                for u in users {
+                    t.write(u);
+                }
+                format!("round {round}: same-size rewrite of m{id:03}, mtime restored")
+            }
+            // Rename into another directory (same inode, new path).
+            5 => {
+                let id = live[rng.below(live.len())];
+                let from = t.path(id);
+                let spec = t.specs[id].as_mut().expect("present");
+                spec.dir = (spec.dir + 1) % 3;
+                let to = t.path(id);
+                fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+                fs::rename(&from, &to).expect("rename");
+                format!("round {round}: rename m{id:03}")
+            }
+            // Replace by rename from a new file (new inode), possibly recompressed.
+            _ => {
+                let id = live[rng.below(live.len())];
+                let p = t.path(id);
+                let spec = t.specs[id].as_mut().expect("present");
+                let old = spec.rel();
+                spec.kind = match rng.below(3) {
+                    0 => Kind::Xz,
+                    1 => Kind::Zstd,
+                    _ => Kind::Plain,
+                };
+                let image = t.image(id);
+                let new = t.path(id);
+                let tmp = p.with_extension("tmp");
+                fs::write(&tmp, image).expect("write");
+                if new != p {
+                    fs::remove_file(&p).expect("remove old name");
+                }
+                fs::rename(&tmp, &new).expect("rename into place");
+                format!(
+                    "round {round}: replace m{id:03} ({old} -> {})",
+                    new.display()
+                )
+            }
+        };
+        let s = t.check(&what);
+        hits += s.from_cache;
+    }
+    assert!(hits > 0, "the cache was used");
+}
+
+#[test]
+fn damaged_or_foreign_caches_are_ignored() {
+    let mut rng = Rng(42);
+    let t = Tree::new(12, &mut rng);
+    settle();
+    t.check("populate");
+    let good = fs::read(t.cache_path()).expect("cache written");
+    assert!(t.check("hits").from_cache == 12);
+
+    let mut version = good.clone();
+    // The format version follows the 20-byte magic.
+    version[20] ^= 0xFF;
+    let mut crate_version = good.clone();
+    // The crate version string follows the format (u32) and its length (u32).
+    crate_version[28] = b'9';
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("one byte short", good[..good.len() - 1].to_vec()),
+        ("one byte more", [good.clone(), vec![0]].concat()),
+        ("bit flip", flipped),
+        ("other format version", version),
+        ("other crate version", crate_version),
+        ("garbage", vec![0x5A; 4096]),
+    ];
+    for (what, bytes) in bad {
+        fs::write(t.cache_path(), &bytes).expect("damage the cache");
+        let s = t.check(what);
+        assert_eq!(s.from_cache, 0, "{what}: a damaged cache must not be used");
+        assert_eq!(
+            fs::read(t.cache_path()).expect("cache"),
+            good,
+            "{what}: the next run rewrites a valid cache"
+        );
+    }
+    // A directory where the cache should be: ignored, and the run still succeeds.
+    fs::remove_file(t.cache_path()).expect("rm");
+    fs::create_dir(t.cache_path()).expect("mkdir");
+    let s = t.check("cache path is a directory");
+    assert_eq!(s.from_cache, 0);
+    fs::remove_dir(t.cache_path()).expect("rmdir");
+}
+
+#[test]
+fn cache_is_replaced_atomically_and_only_by_writing_runs() {
+    let mut rng = Rng(7);
+    let mut t = Tree::new(10, &mut rng);
+    settle();
+    // -n reads nothing it must not and writes nothing.
+    let mut dry = t.opts();
+    dry.dry_run = true;
+    let (_, _, shown) = t.run(&dry);
+    assert!(!shown.is_empty());
+    assert!(!t.cache_path().exists(), "-n must not write the cache");
+    // Explicit files: no cache either.
+    let mut explicit = t.opts();
+    explicit.files = vec![t.path(0).as_os_str().as_bytes().to_vec()];
+    t.run(&explicit);
+    assert!(
+        !t.cache_path().exists(),
+        "explicit-file runs must not write the cache"
+    );
+
+    t.check("populate");
+    let before = fs::read(t.cache_path()).expect("cache");
+    let ino = fs::metadata(t.cache_path()).expect("stat").ino();
+    // A reader holding the old file keeps seeing it whole.
+    let old = File::open(t.cache_path()).expect("open old cache");
+
+    // -n with a cache: same output as without one, cache untouched.
+    let (s, _, with_cache) = t.run(&dry);
+    assert_eq!(s.from_cache, 10, "-n may read the cache");
+    let mut nocache = dry.clone();
+    nocache.use_cache = false;
+    let (_, _, without) = t.run(&nocache);
+    assert_eq!(
+        with_cache, without,
+        "-n output does not depend on the cache"
+    );
+    assert_eq!(fs::metadata(t.cache_path()).expect("stat").ino(), ino);
+
+    // A settled new module makes the next run rewrite the cache: by rename.
+    let id = t.specs.len();
+    let spec = t.new_spec(id, &mut rng);
+    t.specs.push(Some(spec));
+    t.write(id);
+    t.check("new module (not settled yet)");
+    assert_eq!(
+        fs::metadata(t.cache_path()).expect("stat").ino(),
+        ino,
+        "nothing new to store: the cache is left alone"
+    );
+    settle();
+    t.check("new module settled");
+    let now = fs::metadata(t.cache_path()).expect("stat");
+    assert_ne!(now.ino(), ino, "the cache is replaced by a new file");
+    assert_ne!(fs::read(t.cache_path()).expect("cache"), before);
+    let mut held = Vec::new();
+    std::io::Read::read_to_end(&mut &old, &mut held).expect("read old");
+    assert_eq!(held, before, "the old file was never modified in place");
+    // No temporary files are left behind.
+    let leftovers: Vec<String> = fs::read_dir(t.moddir())
+        .expect("readdir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(CACHE_FILE) && n != CACHE_FILE)
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert_eq!(t.check("all cached").from_cache, t.live().len());
+}
