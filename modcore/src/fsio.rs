@@ -53,6 +53,28 @@ pub fn write_atomic_with(
     suffix: &str,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<(), WriteError> {
+    prepare_atomic_with(dir, name, suffix, fill)?.commit()
+}
+
+/// The first half of [`write_atomic`]: `dir/name<suffix>` written and fsync'ed, not yet
+/// renamed. [`Prepared::commit`] renames it; dropping it uncommitted removes it. Several
+/// files can be prepared concurrently (their fsyncs overlap) and committed in order.
+pub fn prepare_atomic(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    data: &[u8],
+) -> Result<Prepared, WriteError> {
+    prepare_atomic_with(dir, name, suffix, |w| w.write_all(data))
+}
+
+/// [`prepare_atomic`] with the contents written by `fill`.
+pub fn prepare_atomic_with(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Prepared, WriteError> {
     let final_path = dir.join(name);
     let tmp_path = dir.join(format!("{name}{suffix}"));
     let f = OpenOptions::new()
@@ -75,14 +97,42 @@ pub fn write_atomic_with(
             source,
         });
     }
-    fs::rename(&tmp_path, &final_path).map_err(|source| {
-        let _ = fs::remove_file(&tmp_path);
-        WriteError::Rename {
-            from: tmp_path,
-            to: final_path,
-            source,
-        }
+    Ok(Prepared {
+        tmp_path,
+        final_path,
+        committed: false,
     })
+}
+
+/// A complete, synced temporary file waiting to be renamed over its final name.
+#[derive(Debug)]
+pub struct Prepared {
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    committed: bool,
+}
+
+impl Prepared {
+    /// Rename the temporary file over the final name.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        self.committed = true;
+        fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {
+            let _ = fs::remove_file(&self.tmp_path);
+            WriteError::Rename {
+                from: self.tmp_path.clone(),
+                to: self.final_path.clone(),
+                source,
+            }
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
 }
 
 /// fsync a directory so that renames inside it are durable.

@@ -285,29 +285,33 @@ pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()>
     out.bytes(CRATE_VERSION.as_bytes())?;
     out.u32(entries.len() as u32)?;
     out.put(&(payload as u64).to_le_bytes())?;
+    // Each entry is encoded into one buffer and written (and summed) in one piece.
+    let mut buf = Vec::new();
     for e in entries {
-        out.bytes(e.path)?;
-        for x in e.key.words() {
-            out.put(&x.to_le_bytes())?;
-        }
+        buf.clear();
         let d = e.data;
-        out.u32(body_len(d) as u32)?;
-        out.u32(d.modinfo.len() as u32)?;
+        put_bytes(&mut buf, e.path);
+        for x in e.key.words() {
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        put_u32(&mut buf, body_len(d) as u32);
+        put_u32(&mut buf, d.modinfo.len() as u32);
         for (k, v) in &d.modinfo {
-            out.bytes(k)?;
-            out.bytes(v)?;
+            put_bytes(&mut buf, k);
+            put_bytes(&mut buf, v);
         }
-        out.u32(d.exports.len() as u32)?;
+        put_u32(&mut buf, d.exports.len() as u32);
         for x in &d.exports {
-            out.bytes(&x.name)?;
-            out.put(&x.crc.to_le_bytes())?;
+            put_bytes(&mut buf, &x.name);
+            buf.extend_from_slice(&x.crc.to_le_bytes());
         }
-        out.u32(d.needs.len() as u32)?;
+        put_u32(&mut buf, d.needs.len() as u32);
         for n in &d.needs {
-            out.bytes(&n.name)?;
-            out.put(&n.crc.to_le_bytes())?;
-            out.put(&[u8::from(n.weak)])?;
+            put_bytes(&mut buf, &n.name);
+            buf.extend_from_slice(&n.crc.to_le_bytes());
+            buf.push(u8::from(n.weak));
         }
+        out.put(&buf)?;
     }
     let sum = out.sum.finish();
     out.w.write_all(&sum.to_le_bytes())
@@ -333,6 +337,15 @@ impl Summing<'_> {
         self.u32(b.len() as u32)?;
         self.put(b)
     }
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
 }
 
 fn decode_body(body: &[u8]) -> Option<ModuleData> {

@@ -24,6 +24,7 @@ use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use walk::{Candidate, Walker};
 
 /// Everything a depmod run needs, from the command line.
@@ -234,7 +235,7 @@ pub fn run(
     });
 
     // Find modules.
-    let cands: Vec<Candidate> = if explicit {
+    let cands: Arc<Vec<Candidate>> = Arc::new(if explicit {
         let mut out: Vec<Candidate> = Vec::new();
         for f in &opts.files {
             if f.first() != Some(&b'/') {
@@ -268,7 +269,7 @@ pub fn run(
         w.walk_all(sink)
             .map_err(|e| DepmodError::Search(crate::errno_text(&e)))?;
         w.into_modules()
-    };
+    });
 
     // Module order.
     let names: Vec<&[u8]> = cands.iter().map(|c| c.modname.as_slice()).collect();
@@ -312,7 +313,12 @@ pub fn run(
     };
     let cached_entries = cache.len();
     progress.start(ordered.len() as u64);
-    let results = read_all(&ordered, &cands, use_cache.then_some(&cache), progress);
+    let results = Arc::new(read_all(
+        &ordered,
+        &cands,
+        use_cache.then_some(&cache),
+        progress,
+    ));
     rayon::broadcast(|_| read::release_buffers());
     let from_cache = results.iter().filter(|g| g.hit).count();
     progress.finish();
@@ -504,25 +510,60 @@ pub fn run(
             err: crate::errno_text(&e),
         })?;
     }
+    // The new cache is written (not yet renamed into place) while the outputs are made.
+    let cache_job = use_cache.then(|| {
+        let (dir, ordered) = (outdir_path.clone(), ordered.clone());
+        let (cands, results) = (Arc::clone(&cands), Arc::clone(&results));
+        std::thread::spawn(move || {
+            prepare_cache(&dir, &ordered, &cands, &results, cached_entries, run_start)
+        })
+    });
     let mut produced_outputs: Vec<Produced> = OUTPUT_FILES.par_iter().map(|n| produce(n)).collect();
     let suffix = fsio::temp_suffix();
+    // Write and fsync the files concurrently (the fsyncs overlap), then rename them into
+    // place one by one in the fixed order, replaying each file's diagnostics just before:
+    // a failure stops the sequence where a one-by-one run would have stopped.
+    let made = produced_outputs
+        .iter()
+        .position(|p| p.data.is_err())
+        .unwrap_or(produced_outputs.len());
+    let mut prepared = prepare_all(&outdir_path, &suffix, &produced_outputs[..made]).into_iter();
+    let mut written = Ok(());
     for (name, p) in OUTPUT_FILES.iter().zip(produced_outputs.iter_mut()) {
         p.replay(sink);
-        let data = std::mem::replace(&mut p.data, Ok(Vec::new()))?;
-        fsio::write_atomic(&outdir_path, name, &suffix, &data)?;
+        let step = std::mem::replace(&mut p.data, Ok(Vec::new())).and_then(|_| {
+            match prepared.next() {
+                Some(file) => file?.commit()?,
+                None => unreachable_output(name)?,
+            }
+            Ok(())
+        });
+        if step.is_err() {
+            written = step;
+            break;
+        }
     }
+    drop(prepared);
     drop(produced_outputs);
-    if use_cache {
-        write_cache(
-            &outdir_path,
-            &suffix,
-            &ordered,
-            &cands,
-            &results,
-            cached_entries,
-            run_start,
-            sink,
-        );
+    // Only once every output is in place does the new cache replace the old one (the
+    // writer is always waited for, so no temporary file outlives the run). A failure only
+    // costs speed next time: reported at debug level, the run succeeds.
+    let cache_done = cache_job.map(|job| {
+        job.join().unwrap_or_else(|_| {
+            Some(Err(fsio::WriteError::Write {
+                path: outdir_path.join(cache::CACHE_FILE),
+                source: std::io::Error::other("cache writer failed"),
+            }))
+        })
+    });
+    written?;
+    if let Some(Some(res)) = cache_done {
+        if let Err(e) = res.and_then(fsio::Prepared::commit) {
+            sink.emit(
+                Level::Debug,
+                format!("could not write the depmod cache: {e}"),
+            );
+        }
     }
     let _ = fsio::sync_dir(&outdir_path);
     let summary = Summary {
@@ -534,6 +575,53 @@ pub fn run(
     // Freeing a million small allocations takes a while; nothing waits for it.
     defer_drop((results, g, dep_lines, cands));
     Ok(summary)
+}
+
+/// Write and sync the files of `outputs` (in `OUTPUT_FILES` order) under their temporary
+/// names, one thread per file; the results are in the same order.
+fn prepare_all(
+    dir: &Path,
+    suffix: &str,
+    outputs: &[Produced],
+) -> Vec<Result<fsio::Prepared, fsio::WriteError>> {
+    let prepare = |name: &str, p: &Produced| match &p.data {
+        Ok(data) => fsio::prepare_atomic(dir, name, suffix, data),
+        Err(_) => Err(fsio::WriteError::Write {
+            path: dir.join(name),
+            source: std::io::Error::other("no data"),
+        }),
+    };
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = OUTPUT_FILES
+            .iter()
+            .zip(outputs)
+            .map(|(name, p)| {
+                let job = std::thread::Builder::new().spawn_scoped(scope, move || prepare(name, p));
+                (name, p, job)
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|(name, p, job)| match job {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(fsio::WriteError::Write {
+                        path: dir.join(name),
+                        source: std::io::Error::other("writer thread failed"),
+                    })
+                }),
+                // No thread: write it here.
+                Err(_) => prepare(name, p),
+            })
+            .collect()
+    })
+}
+
+/// An output file for which no temporary file was prepared: cannot happen (every file up
+/// to the first failed one is prepared), reported as a write error rather than a panic.
+fn unreachable_output(name: &str) -> Result<(), fsio::WriteError> {
+    Err(fsio::WriteError::Write {
+        path: std::path::PathBuf::from(name),
+        source: std::io::Error::other("output was not prepared"),
+    })
 }
 
 /// Drop `v` on a background thread (inline if no thread can be started). A process that
@@ -565,14 +653,20 @@ fn read_all(
     cache: Option<&Cache>,
     progress: &dyn Progress,
 ) -> Vec<Got> {
+    let lookup = cache.filter(|c| !c.is_empty());
     let probe: Vec<(Option<Got>, u64)> = ordered
         .par_iter()
         .map(|&i| {
             let path = &cands[i].path;
+            // Without a cache the size only orders the reads: plain files (cheap to read)
+            // need no stat for that and simply go last.
+            if lookup.is_none() && path.ends_with(b".ko") {
+                return (None, 0);
+            }
             let Ok(meta) = std::fs::metadata(bytes_path(path)) else {
                 return (None, 0);
             };
-            if let Some(cache) = cache.filter(|c| !c.is_empty()) {
+            if let Some(cache) = lookup {
                 let key = FileKey::of(&meta);
                 if let Some(d) = cache.get(path, &key) {
                     progress.tick();
@@ -628,23 +722,20 @@ fn read_all(
         .collect()
 }
 
-/// Replace the cache with this run's modules (settled, readable ones only). Nothing is
-/// written when no module has new data to store and at most a quarter of the cached
-/// entries are for modules that are gone or changed: such stale entries are never used
-/// (their key cannot match again), so the file stays valid and only carries some dead
-/// weight until the next rewrite. A failure only costs speed next time, so it is reported
-/// at debug level and the run still succeeds.
-#[allow(clippy::too_many_arguments)]
-fn write_cache(
+/// The new cache with this run's modules (settled, readable ones only), written under a
+/// temporary name for the caller to rename into place; `None` when there is nothing worth
+/// writing: no module has new data to store and at most a quarter of the cached entries
+/// are for modules that are gone or changed. Such stale entries are never used (their key
+/// cannot match again), so the old file stays valid and only carries some dead weight
+/// until the next rewrite.
+fn prepare_cache(
     dir: &Path,
-    suffix: &str,
     ordered: &[usize],
     cands: &[Candidate],
     results: &[Got],
     cached_entries: usize,
     run_start: std::time::SystemTime,
-    sink: &mut dyn Sink,
-) {
+) -> Option<Result<fsio::Prepared, fsio::WriteError>> {
     let entries: Vec<(cache::Entry<'_>, bool)> = ordered
         .iter()
         .zip(results)
@@ -663,18 +754,15 @@ fn write_cache(
     let hits = entries.iter().filter(|(_, hit)| *hit).count();
     let stale = cached_entries.saturating_sub(hits);
     if hits == entries.len() && stale * 4 <= cached_entries {
-        return;
+        return None;
     }
     let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _)| e).collect();
-    let res = fsio::write_atomic_with(dir, cache::CACHE_FILE, suffix, |w| {
-        cache::write_to(w, &entries)
-    });
-    if let Err(e) = res {
-        sink.emit(
-            Level::Debug,
-            format!("could not write the depmod cache: {e}"),
-        );
-    }
+    Some(fsio::prepare_atomic_with(
+        dir,
+        cache::CACHE_FILE,
+        &fsio::temp_suffix(),
+        |w| cache::write_to(w, &entries),
+    ))
 }
 
 /// One output file's bytes (or why it could not be made) and what its producer reported.
