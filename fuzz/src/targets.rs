@@ -38,6 +38,7 @@ pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name, for replaying corpora.
 pub const TARGETS: &[Target] = &[
+    ("cache", cache),
     ("cmdline", cmdline),
     ("decompress", decompress),
     ("depmod_config", depmod_config),
@@ -49,6 +50,38 @@ pub const TARGETS: &[Target] = &[
     ("proc_modules", proc_modules),
     ("signature", signature),
 ];
+
+/// depmod's incremental cache (`modules.depmod.cache`): the file as given (header,
+/// length and checksum checks), then the input's payload framed with a correct header and
+/// checksum (first byte: the entry count), so that the entry decoder is reached. Every
+/// entry that decodes must encode back to the same data.
+pub fn cache(data: &[u8]) {
+    use modcore::depmod::cache::{self, Cache, Entry};
+    if let Ok(c) = Cache::parse(data.to_vec()) {
+        for (path, key) in c.entries() {
+            let _ = c.get(path, &key);
+        }
+    }
+    let Some((&count, payload)) = data.split_first() else {
+        return;
+    };
+    let Ok(c) = Cache::parse(cache::frame(u32::from(count), payload)) else {
+        return;
+    };
+    assert!(c.len() <= usize::from(count));
+    for (path, key) in c.entries() {
+        let Some(d) = c.get(path, &key) else {
+            continue;
+        };
+        let again = cache::encode(&[Entry {
+            path,
+            key,
+            data: &d,
+        }]);
+        let back = Cache::parse(again).expect("a cache we wrote does not parse");
+        assert_eq!(back.get(path, &key).as_ref(), Some(&d), "round trip");
+    }
+}
 
 /// /proc/cmdline parsing and its merge into the modprobe configuration.
 pub fn cmdline(data: &[u8]) {

@@ -20,12 +20,14 @@ use std::time::Instant;
 use crate::refs::workspace_root;
 
 const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--target T[,T...]] \
-                     [--sanitizer address|none] [--build-only]";
+                     [--sanitizer address|none] [--seed N] [--build-only]";
 
 struct Options {
     seconds: u64,
     targets: Option<Vec<String>>,
     sanitizer: String,
+    /// libFuzzer's `-seed` (None: libFuzzer picks one from the clock).
+    seed: Option<u64>,
     build_only: bool,
 }
 
@@ -34,6 +36,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         seconds: 60,
         targets: None,
         sanitizer: "address".into(),
+        seed: None,
         build_only: false,
     };
     let mut it = args.iter();
@@ -60,6 +63,13 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     return Err(format!("--sanitizer: address or none, not {v:?}"));
                 }
                 o.sanitizer = v;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = Some(
+                    v.parse()
+                        .map_err(|_| format!("--seed: not a number: {v:?}"))?,
+                );
             }
             "--build-only" => o.build_only = true,
             _ => return Err(format!("unexpected argument {a:?}\n{USAGE}")),
@@ -192,6 +202,9 @@ fn run_one(root: &Path, o: &Options, target: &str) -> Result<Row, String> {
         "-print_final_stats=1".into(),
         format!("-artifact_prefix={}/", art.display()),
     ]);
+    if let Some(seed) = o.seed {
+        cmd.arg(format!("-seed={seed}"));
+    }
     let started = Instant::now();
     let out = cmd
         .stdout(Stdio::piped())
@@ -217,6 +230,8 @@ fn run_one(root: &Path, o: &Options, target: &str) -> Result<Row, String> {
 
 /// Seconds per target in `cargo xtask test`.
 pub const CI_SECONDS: u64 = 20;
+/// libFuzzer seed in `cargo xtask test`.
+pub const CI_SEED: u64 = 1;
 
 /// The `cargo xtask test` step: every target for [`CI_SECONDS`]. Without cargo-fuzz the
 /// step fails under CI (`CI` set; `.ci/run` installs it) and is skipped with a notice on a
@@ -230,7 +245,13 @@ pub fn run_ci(_args: &[String]) -> Result<(), String> {
         eprintln!("skipped: {e}");
         return Ok(());
     }
-    run(&["--seconds".to_string(), CI_SECONDS.to_string()])
+    // A fixed seed: a finding in CI can be reproduced with the same command.
+    run(&[
+        "--seconds".to_string(),
+        CI_SECONDS.to_string(),
+        "--seed".to_string(),
+        CI_SEED.to_string(),
+    ])
 }
 
 /// `cargo xtask fuzz`.

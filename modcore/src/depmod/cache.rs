@@ -233,6 +233,11 @@ impl Cache {
         self.index.is_empty()
     }
 
+    /// Every entry's path and key (in no particular order).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], FileKey)> + '_ {
+        self.index.iter().map(|(p, (k, _, _))| (p.as_slice(), *k))
+    }
+
     /// The cached data of `path`, only if it was stored with exactly `key`.
     pub fn get(&self, path: &[u8], key: &FileKey) -> Option<ModuleData> {
         let (k, start, len) = self.index.get(path)?;
@@ -315,6 +320,22 @@ pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()>
     }
     let sum = out.sum.finish();
     out.w.write_all(&sum.to_le_bytes())
+}
+
+/// A cache file around `payload` (entries as [`write_to`] lays them out), claiming
+/// `count` entries, with a correct header and checksum: for tests and the fuzzer, which
+/// could never forge the checksum and so would never reach the entry decoder.
+pub fn frame(count: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    out.extend_from_slice(MAGIC);
+    put_u32(&mut out, FORMAT_VERSION);
+    put_bytes(&mut out, CRATE_VERSION.as_bytes());
+    put_u32(&mut out, count);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
 }
 
 /// A writer that feeds everything it writes to the checksum.
@@ -572,6 +593,28 @@ mod tests {
         let mut b = bytes.clone();
         b.extend_from_slice(b"x");
         assert!(Cache::parse(b).is_err());
+    }
+
+    #[test]
+    fn frame_matches_encode() {
+        let d = sample();
+        let entries = [Entry {
+            path: b"/lib/modules/x/a.ko",
+            key: key(3),
+            data: &d,
+        }];
+        let bytes = encode(&entries);
+        let header = MAGIC.len() + 4 + 4 + CRATE_VERSION.len() + 4 + 8;
+        let payload = &bytes[header..bytes.len() - 8];
+        assert_eq!(frame(1, payload), bytes);
+        let c = Cache::parse(frame(1, payload)).unwrap();
+        let listed: Vec<_> = c.entries().collect();
+        assert_eq!(listed, vec![(&b"/lib/modules/x/a.ko"[..], key(3))]);
+        // A wrong count is caught even though the checksum is right.
+        assert_eq!(
+            Cache::parse(frame(2, payload)).err(),
+            Some(Rejected::Malformed)
+        );
     }
 
     #[test]
