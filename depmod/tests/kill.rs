@@ -1,8 +1,10 @@
 //! Crash safety of the real depmod binary: killed with SIGKILL at random points of a run
 //! that replaces the indexes of a few hundred modules, every index file is afterwards
 //! either the complete old file or the complete new one — never a mix, never cut short.
-//! A run after the kill produces exactly the new files (so anything a killed run left
-//! behind, such as temporary files or the incremental cache, is harmless).
+//! The incremental cache (`modules.depmod.cache`) is held to the same rule: the complete
+//! old cache or the complete new one. A run after the kill produces exactly the new files
+//! and the new cache (so anything a killed run left behind, such as temporary files, is
+//! harmless).
 //!
 //! Parallel runs: 8 depmod processes at once on the same tree, and 8 threads calling
 //! `modcore::depmod::run`, leave indexes identical to a single run.
@@ -184,8 +186,9 @@ struct Tally {
     /// Some files old, some new (each one whole): the run was killed between renames.
     mixed: usize,
     temp_left: usize,
-    cache_present: usize,
-    cache_absent: usize,
+    /// The cache after the kill: the old one or the new one (nothing else passes).
+    cache_old: usize,
+    cache_new: usize,
     reruns: usize,
 }
 
@@ -200,18 +203,33 @@ fn sigkill_leaves_every_index_old_or_new() {
     let b = dir.path().join("b");
     write_tree(&a, 0);
     write_tree(&b, 1);
+    // Tree b's modules must be older than the cache's settle time to be stored in it.
+    std::thread::sleep(modcore::depmod::cache::SETTLE + Duration::from_millis(100));
     run_depmod(&a, &conf);
-    let old = indexes(&a);
-    // The shortest of three runs (the machine may be busy).
+    let mut old = indexes(&a);
+    // The old cache: valid, with no entries (so every run on b reads every module and
+    // writes a new cache).
+    let old_cache = modcore::depmod::cache::encode(&[]);
+    old.insert(CACHE_FILE.to_string(), old_cache.clone());
+    let md = moddir(&b);
+    // The shortest of three runs (the machine may be busy), each from the old state.
     let full_run = (0..3)
         .map(|_| {
+            reset(&md, &old);
             let started = Instant::now();
             run_depmod(&b, &conf);
             started.elapsed()
         })
         .min()
         .unwrap();
-    let new = indexes(&b);
+    let mut new = outputs(&b);
+    let new_cache = new.remove(CACHE_FILE).expect("depmod wrote its cache");
+    let cached = modcore::depmod::cache::Cache::parse(new_cache.clone()).unwrap();
+    assert_eq!(
+        cached.len(),
+        330,
+        "every module of tree b is in the new cache"
+    );
     for n in OUTPUT_FILES {
         assert!(old.contains_key(*n) && new.contains_key(*n), "{n} written");
     }
@@ -219,7 +237,6 @@ fn sigkill_leaves_every_index_old_or_new() {
     assert_ne!(old["modules.alias.bin"], new["modules.alias.bin"]);
 
     // Kill runs on tree b whose indexes are a's, at random points.
-    let md = moddir(&b);
     let kills: usize = std::env::var("KMODRS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -277,12 +294,16 @@ fn sigkill_leaves_every_index_old_or_new() {
             (0, _) => t.all_new += 1,
             _ => t.mixed += 1,
         }
-        // The cache is not part of `old` (reset removes it): after a kill it is absent
-        // or whatever the killed run wrote; the reruns below check that it is either
-        // valid or ignored.
         match now.get(CACHE_FILE) {
-            None => t.cache_absent += 1,
-            Some(_) => t.cache_present += 1,
+            Some(c) if *c == old_cache => t.cache_old += 1,
+            Some(c) if *c == new_cache => t.cache_new += 1,
+            got => panic!(
+                "kill {k} after {delay} us: the cache is neither the old nor the new one \
+                 ({} bytes; old {}, new {})",
+                got.map_or(0, Vec::len),
+                old_cache.len(),
+                new_cache.len()
+            ),
         }
         if !temp_files(&md).is_empty() {
             t.temp_left += 1;
@@ -298,6 +319,10 @@ fn sigkill_leaves_every_index_old_or_new() {
                     "kill {k}: rerun gave a different {name}"
                 );
             }
+            assert!(
+                after.get(CACHE_FILE) == Some(&new_cache),
+                "kill {k}: rerun left a different cache"
+            );
             t.reruns += 1;
         }
     }
@@ -306,6 +331,10 @@ fn sigkill_leaves_every_index_old_or_new() {
     assert!(
         t.all_old > 0,
         "no kill landed before the first write: {t:?}"
+    );
+    assert!(
+        t.cache_old > 0,
+        "no kill landed before the cache was replaced: {t:?}"
     );
 }
 

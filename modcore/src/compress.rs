@@ -486,15 +486,15 @@ impl ReadError {
     }
 }
 
-enum ImageData {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-/// The uncompressed content of a module file: a read-only mapping of a plain file, or
-/// the decompressed bytes. Dereferences to `[u8]`.
+/// The uncompressed content of a module file: the bytes of a plain file, or the
+/// decompressed bytes. Dereferences to `[u8]`.
+///
+/// Module files are read, never memory-mapped: a module file can be rewritten in place
+/// while a tool runs (`cp` and `make modules_install` truncate the old file and write the
+/// new one), and reading a mapping past the new end of a truncated file kills the process
+/// with SIGBUS. A read copy stays whole whatever happens to the file.
 pub struct ModuleImage {
-    data: ImageData,
+    data: Vec<u8>,
     compression: Compression,
 }
 
@@ -502,7 +502,7 @@ impl ModuleImage {
     /// Wraps bytes that are already in memory (e.g. for tests).
     pub fn from_vec(bytes: Vec<u8>, compression: Compression) -> ModuleImage {
         ModuleImage {
-            data: ImageData::Owned(bytes),
+            data: bytes,
             compression,
         }
     }
@@ -511,21 +511,13 @@ impl ModuleImage {
     pub fn compression(&self) -> Compression {
         self.compression
     }
-
-    /// True when the bytes are a mapping of the file itself (plain file).
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.data, ImageData::Mapped(_))
-    }
 }
 
 impl Deref for ModuleImage {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.data {
-            ImageData::Mapped(m) => m,
-            ImageData::Owned(v) => v,
-        }
+        &self.data
     }
 }
 
@@ -540,19 +532,8 @@ impl fmt::Debug for ModuleImage {
         f.debug_struct("ModuleImage")
             .field("len", &self.len())
             .field("compression", &self.compression)
-            .field("mapped", &self.is_mapped())
             .finish()
     }
-}
-
-/// Maps a whole file read-only.
-#[allow(unsafe_code)]
-fn map_file(file: &File) -> io::Result<memmap2::Mmap> {
-    // SAFETY: the mapping is private and read-only and is only ever read as bytes. Like
-    // kmod, we rely on module files not being truncated or rewritten in place while a
-    // tool runs (package managers replace them by rename); a concurrent truncation could
-    // raise SIGBUS, which is the same behaviour kmod has with its own mmap.
-    unsafe { memmap2::MmapOptions::new().map(file) }
 }
 
 /// Reads a module file with every decoder enabled. See [`read_module_file_with`].
@@ -560,8 +541,8 @@ pub fn read_module_file(path: &Path) -> Result<ModuleImage, ReadError> {
     read_module_file_with(path, Decoders::ALL)
 }
 
-/// Reads a module file: plain files are memory-mapped (not copied), compressed files are
-/// decompressed into memory.
+/// Reads a module file: plain files are read whole, compressed files are decompressed
+/// (see [`ModuleImage`] for why nothing is memory-mapped).
 ///
 /// Like kmod, the first 6 bytes are read first: a shorter file fails with EINVAL, and an
 /// error reading them (e.g. EISDIR for a directory) is reported as is.
@@ -594,19 +575,20 @@ pub fn read_module_file_with(path: &Path, decoders: Decoders) -> Result<ModuleIm
         // Not a regular file (its size is not meaningful): nothing to map.
         return Err(dec_err(CompressError::TooShort { len: 0 }));
     }
-    let map = map_file(&file).map_err(io_err)?;
-    let compression = detect_with(&map, decoders);
+    // The size only sizes the buffer (the file may change while it is read); a file
+    // that grows is read to its end, bounded by what the file system hands out.
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    data.extend_from_slice(&head);
+    file.read_to_end(&mut data).map_err(io_err)?;
+    let compression = detect_with(&data, decoders);
     if compression == Compression::None {
-        return Ok(ModuleImage {
-            data: ImageData::Mapped(map),
-            compression,
-        });
+        return Ok(ModuleImage { data, compression });
     }
-    let bytes = decompress_with(&map, decoders)
+    let bytes = decompress_with(&data, decoders)
         .map_err(dec_err)?
         .into_owned();
     Ok(ModuleImage {
-        data: ImageData::Owned(bytes),
+        data: bytes,
         compression,
     })
 }

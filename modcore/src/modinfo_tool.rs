@@ -29,7 +29,7 @@
 //!   `filename:` line): a non-ELF file is ENOEXEC, a file shorter than 6 bytes or a
 //!   damaged one EINVAL, an ELF file without `.modinfo` ENOENT.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -63,6 +63,9 @@ pub struct Moddir {
     builtin: OnceCell<Option<IndexFile>>,
     builtin_alias: OnceCell<Option<IndexFile>>,
     builtin_modinfo: OnceCell<Result<Vec<u8>, i32>>,
+    /// Indexes that exist but could not be used (bad magic, cut short, unreadable, or
+    /// a lookup that hit a corrupt node), with the reason, in the order found.
+    damaged: RefCell<Vec<(PathBuf, String)>>,
 }
 
 impl Moddir {
@@ -76,6 +79,33 @@ impl Moddir {
             builtin: OnceCell::new(),
             builtin_alias: OnceCell::new(),
             builtin_modinfo: OnceCell::new(),
+            damaged: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Indexes found damaged so far (path and reason): a missing index is not damaged,
+    /// but one that exists and cannot be used is. A lookup that found nothing may have
+    /// missed the answer in one of these; the tool says so after kmod's message.
+    pub fn damaged(&self) -> Vec<(PathBuf, String)> {
+        self.damaged.borrow().clone()
+    }
+
+    fn note_damaged(&self, file: &str, why: String) {
+        let path = self.dir.join(file);
+        let mut d = self.damaged.borrow_mut();
+        if !d.iter().any(|(p, _)| *p == path) {
+            d.push((path, why));
+        }
+    }
+
+    /// `r`, with an error recorded against `file` and turned into "nothing found".
+    fn checked<T>(&self, file: &str, r: Result<T, crate::index::IndexError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.note_damaged(file, e.to_string());
+                None
+            }
         }
     }
 
@@ -85,15 +115,33 @@ impl Moddir {
     }
 
     fn open<'s>(&self, cell: &'s OnceCell<Option<IndexFile>>, file: &str) -> Option<&'s IndexFile> {
-        cell.get_or_init(|| IndexFile::open(&self.dir.join(file)).ok())
-            .as_ref()
+        cell.get_or_init(|| match IndexFile::open(&self.dir.join(file)) {
+            Ok(i) => Some(i),
+            Err(crate::index::IndexError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => {
+                // Io errors already carry the path; the others get it from the note.
+                let why = match e {
+                    crate::index::IndexError::Io { source, .. } => crate::errno_text(&source),
+                    e => e.to_string(),
+                };
+                self.note_damaged(file, why);
+                None
+            }
+        })
+        .as_ref()
     }
 
     /// The module's path from `modules.dep.bin` (relative entries are put under the
     /// module directory), if it is listed.
     pub fn dep_path(&self, name: &[u8]) -> Option<PathBuf> {
         let idx = self.open(&self.dep, "modules.dep.bin")?;
-        let v = idx.index().get_first(name).ok().flatten()?;
+        let v = self
+            .checked("modules.dep.bin", idx.index().get_first(name))
+            .flatten()?;
         let line = v.value;
         let rel = match line.iter().position(|&b| b == b':') {
             Some(i) => &line[..i],
@@ -111,14 +159,14 @@ impl Moddir {
     /// Is the name listed in `modules.builtin.bin`?
     pub fn is_builtin(&self, name: &[u8]) -> bool {
         self.open(&self.builtin, "modules.builtin.bin")
-            .is_some_and(|i| matches!(i.index().get(name), Ok(Some(_))))
+            .and_then(|i| self.checked("modules.builtin.bin", i.index().get(name)))
+            .is_some_and(|v| v.is_some())
     }
 
     fn wild(&self, cell: &OnceCell<Option<IndexFile>>, file: &str, key: &[u8]) -> Vec<Vec<u8>> {
         match self.open(cell, file) {
-            Some(i) => i
-                .index()
-                .search_wildcard(key)
+            Some(i) => self
+                .checked(file, i.index().search_wildcard(key))
                 .map(|vs| vs.into_iter().map(|v| v.value.to_vec()).collect())
                 .unwrap_or_default(),
             None => Vec::new(),

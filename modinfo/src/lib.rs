@@ -219,6 +219,13 @@ struct Errors<'a> {
     err: &'a mut dyn Write,
 }
 
+impl Errors<'_> {
+    /// An explanation after kmod's message, as `modinfo: NOTE: text`.
+    fn note(&mut self, message: &str) {
+        let _ = writeln!(self.err, "{}: NOTE: {}", self.prog, message);
+    }
+}
+
 impl Sink for Errors<'_> {
     fn emit(&mut self, level: Level, message: String) {
         if level <= Level::Error {
@@ -278,11 +285,22 @@ pub fn run(argv: &[OsString], env: &Env<'_>, out: &mut dyn Write, err: &mut dyn 
     };
 
     let mut failed = false;
+    // Damaged indexes already explained (each is named once per run).
+    let mut explained = 0;
     for operand in &opts.operands {
         let mods = match modinfo_tool::resolve(&moddir, operand, opts.modname) {
             Ok(m) => m,
             Err(e) => {
                 errors.emit(Level::Error, e.to_string());
+                let damaged = moddir.damaged();
+                for (path, why) in damaged.iter().skip(explained) {
+                    errors.note(&format!(
+                        "{} could not be used ({why}), so the answer may be wrong: \
+                         run 'depmod' to rebuild the indexes",
+                        path.display()
+                    ));
+                }
+                explained = damaged.len();
                 failed = true;
                 continue;
             }
