@@ -1,8 +1,9 @@
 //! Incremental depmod: a cache of what each module file contributed.
 //!
 //! Reading every module is most of a depmod run (an `.ko.xz` tree spends seconds
-//! decompressing). The cache keeps each module's [`ModuleData`] (its `.modinfo` entries,
-//! exports with CRCs and needed symbols; nothing of the dependency graph or the outputs)
+//! decompressing). The cache keeps each module's [`ModuleData`] as depmod uses it (the
+//! `.modinfo` entries of `output::MODINFO_KEYS`, exports with CRCs and needed symbols;
+//! nothing of the dependency graph or the outputs)
 //! keyed by the module's path and [`FileKey`]: device, inode, size, mtime and ctime with
 //! nanoseconds. A later run stats every module and takes the cached data only when the
 //! key matches exactly; any other module is read again, and every output is always
@@ -51,8 +52,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const CACHE_FILE: &str = "modules.depmod.cache";
 
 const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
-/// Bump when the layout or the meaning of the stored data changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bump when the layout or the meaning of the stored data changes (2: only the `.modinfo`
+/// entries depmod uses).
+pub const FORMAT_VERSION: u32 = 2;
 /// Our crate version: a cache written by another build is not trusted.
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Files whose mtime or ctime is this close to the start of the run (or later) are not

@@ -92,6 +92,8 @@ pub struct ResolveOptions {
     pub errsyms: bool,
     /// CRC checking is on (`-E`).
     pub check_crcs: bool,
+    /// `-v`: report every edge as an [`Event::Edge`] (off, no edge costs an allocation).
+    pub edges: bool,
 }
 
 /// What the graph step reports, in the order it happened.
@@ -109,13 +111,18 @@ pub enum Event {
     BadCrc { module: u32, symbol: Vec<u8> },
 }
 
+/// Symbol name to its record. foldhash: several times faster than SipHash on the
+/// 200,000 symbol lookups of a big tree, and still seeded per process, so crafted
+/// names cannot aim for collisions.
+pub type SymbolTable = HashMap<Vec<u8>, SymRecord, foldhash::fast::RandomState>;
+
 /// The resolved dependency graph over modules in module order.
 pub struct DepGraph {
     /// Direct dependencies in discovery order (petgraph storage; see `deps`).
     pub graph: DiGraph<(), ()>,
     deps: Vec<Vec<u32>>,
     /// Symbol table.
-    pub symbols: HashMap<Vec<u8>, SymRecord>,
+    pub symbols: SymbolTable,
 }
 
 fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
@@ -129,7 +136,7 @@ impl DepGraph {
     /// Build the symbol table and the edges (spec §5.3, §5.4). `mods` is in module order.
     pub fn build(mods: &[&ModuleData], opts: &ResolveOptions, events: &mut Vec<Event>) -> DepGraph {
         let exports: usize = mods.iter().map(|m| m.exports.len()).sum();
-        let mut symbols: HashMap<Vec<u8>, SymRecord> = HashMap::with_capacity(exports + 64);
+        let mut symbols = SymbolTable::with_capacity_and_hasher(exports + 64, Default::default());
         if let Some(ks) = &opts.kernel_symbols {
             for (name, crc) in ks {
                 symbols.insert(
@@ -200,11 +207,13 @@ impl DepGraph {
                             if let Some(owner) = rec.owner {
                                 if !deps.contains(&owner) {
                                     deps.push(owner);
-                                    events.push(Event::Edge {
-                                        user: i as u32,
-                                        symbol: name.to_vec(),
-                                        owner,
-                                    });
+                                    if opts.edges {
+                                        events.push(Event::Edge {
+                                            user: i as u32,
+                                            symbol: name.to_vec(),
+                                            owner,
+                                        });
+                                    }
                                 }
                             }
                         }

@@ -345,6 +345,7 @@ pub fn run(
     let ropts = ResolveOptions {
         prefix: opts.prefix,
         check_crcs: opts.symvers.is_some() && kernel_symbols.is_some(),
+        edges: opts.verbose > 0,
         errsyms: opts.errsyms && kernel_symbols.is_some(),
         kernel_symbols,
     };
@@ -689,7 +690,13 @@ fn read_all(
         .into_iter()
         .par_bridge()
         .map(|k| {
-            let (res, meta) = read::read_module_stat(cands[ordered[k]].path());
+            let (mut res, meta) = read::read_module_stat(cands[ordered[k]].path());
+            if let Ok(d) = &mut res {
+                // Only these entries reach an output; the rest would only be carried
+                // around (and stored in the cache: a third of its size otherwise).
+                d.modinfo
+                    .retain(|(k, _)| output::MODINFO_KEYS.contains(&k.as_slice()));
+            }
             progress.tick();
             let key = if cache.is_some() {
                 meta.map(|m| FileKey::of(&m))

@@ -7,6 +7,10 @@ use crate::module::ModuleData;
 use crate::name::{modname_from_path, normalize_alias};
 use rayon::prelude::*;
 
+/// The `.modinfo` keys the outputs read (`alias` also feeds modules.devname); depmod keeps
+/// no other entries of a module.
+pub const MODINFO_KEYS: [&[u8]; 3] = [b"alias", b"softdep", b"weakdep"];
+
 /// One module as the outputs see it, in module order.
 pub struct OutModule<'a> {
     pub modname: &'a [u8],

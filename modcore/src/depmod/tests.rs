@@ -103,7 +103,13 @@ fn last_exporter_wins_and_edges_in_discovery_order() {
         m(&["b_sym", "b_sym2", "dup"], &[("c_sym", true)], &[]),
         m(&["c_sym", "dup"], &[], &[]),
     ];
-    let (g, ev) = build(&mods, &ResolveOptions::default());
+    let (_, quiet) = build(&mods, &ResolveOptions::default());
+    assert!(quiet.is_empty(), "edges are events only with -v: {quiet:?}");
+    let verbose = ResolveOptions {
+        edges: true,
+        ..ResolveOptions::default()
+    };
+    let (g, ev) = build(&mods, &verbose);
     assert_eq!(g.deps(0), &[1, 2]);
     assert_eq!(g.deps(1), &[2], "weak symbols create edges");
     assert_eq!(g.symbols[&b"dup"[..]].owner, Some(2));
@@ -179,6 +185,7 @@ fn prefix_and_kernel_symbols() {
         kernel_symbols: Some(vec![(b"printk".to_vec(), 7)]),
         errsyms: true,
         check_crcs: true,
+        edges: true,
     };
     let (g, ev) = build(&mods, &opts);
     assert_eq!(g.deps(0), &[1]);

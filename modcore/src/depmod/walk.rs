@@ -4,6 +4,7 @@
 use super::config::{DepmodConfig, SearchEntry};
 use crate::diag::{Level, Sink};
 use crate::name::modname_from_path;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -75,6 +76,125 @@ pub fn is_module_name(name: &[u8]) -> bool {
         .any(|e| name.len() > e.len() && name.ends_with(e))
 }
 
+/// Directories this deep (counting from the walk's root) and deeper are walked by the
+/// task that met them.
+const PARALLEL_DEPTH: usize = 6;
+
+/// What the walk met, in walk order.
+enum Found {
+    /// A module file (its full path).
+    Module(Vec<u8>),
+    /// Something to report at error level.
+    Problem(String),
+}
+
+/// Everything under `dir` (whose entries `rd` lists), in readdir order, depth first.
+/// `ancestors` are the (device, inode) pairs of the directories above and of `dir`
+/// itself: meeting one of them again is a loop. Subdirectories are walked in parallel.
+fn walk_dir(
+    cfg: &DepmodConfig,
+    dir: &[u8],
+    rd: std::fs::ReadDir,
+    ancestors: &[(u64, u64)],
+) -> Vec<Found> {
+    let entries: Vec<std::fs::DirEntry> = rd
+        .filter_map(Result::ok)
+        .filter(|ent| {
+            let name = ent.file_name();
+            let nb = name.as_bytes();
+            let skipped = nb == b"." || nb == b".." || nb == b"build" || nb == b"source";
+            !skipped && !cfg.excludes.iter().any(|x| x.as_slice() == nb)
+        })
+        .collect();
+    let visit = |ent: &std::fs::DirEntry| -> Vec<Found> {
+        let name = ent.file_name();
+        let nb = name.as_bytes();
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(nb);
+        let fpath = PathBuf::from(OsStr::from_bytes(&full));
+        let ft = match ent.file_type() {
+            Ok(ft) if ft.is_file() || ft.is_dir() => ft,
+            _ => match std::fs::metadata(&fpath) {
+                Ok(m) => m.file_type(),
+                Err(e) => {
+                    return vec![Found::Problem(format!(
+                        "fstatat({}, {}): {}",
+                        fpath.display(),
+                        name.to_string_lossy(),
+                        crate::errno_text(&e)
+                    ))];
+                }
+            },
+        };
+        if ft.is_dir() {
+            let Ok(m) = std::fs::metadata(&fpath) else {
+                return Vec::new();
+            };
+            let id = (m.dev(), m.ino());
+            if ancestors.contains(&id) {
+                return vec![Found::Problem(format!(
+                    "{}: directory loop, not descending again",
+                    fpath.display()
+                ))];
+            }
+            match std::fs::read_dir(&fpath) {
+                Ok(rd) => {
+                    let mut below = ancestors.to_vec();
+                    below.push(id);
+                    walk_dir(cfg, &full, rd, &below)
+                }
+                Err(e) => vec![Found::Problem(format!(
+                    "could not open directory {}: {}",
+                    fpath.display(),
+                    crate::errno_text(&e)
+                ))],
+            }
+        } else if ft.is_file() {
+            if is_module_name(nb) {
+                vec![Found::Module(full)]
+            } else {
+                Vec::new()
+            }
+        } else {
+            let kind = if ft.is_fifo() {
+                0o010000
+            } else if ft.is_char_device() {
+                0o020000
+            } else if ft.is_block_device() {
+                0o060000
+            } else if ft.is_socket() {
+                0o140000
+            } else {
+                0
+            };
+            vec![Found::Problem(format!(
+                "unsupported file type {}: {:o}",
+                fpath.display(),
+                kind
+            ))]
+        }
+    };
+    // Files need no task of their own; a directory with subdirectories fans out, near
+    // the top only (the real trees are a few levels deep; below that the recursion goes
+    // on in the same task, so a hostile, thousands-deep tree costs little stack).
+    let fan_out = ancestors.len() <= PARALLEL_DEPTH
+        && entries
+            .iter()
+            .any(|e| e.file_type().map_or(true, |ft| !ft.is_file()));
+    if fan_out {
+        entries
+            .par_iter()
+            .map(visit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        entries.iter().flat_map(visit).collect()
+    }
+}
+
 /// Collects candidates and applies the duplicate priority rules.
 pub struct Walker<'a> {
     moddir: &'a [u8],
@@ -133,98 +253,15 @@ impl<'a> Walker<'a> {
         if let Ok(m) = std::fs::metadata(path) {
             seen_dirs.push((m.dev(), m.ino()));
         }
-        self.walk_dir(dir, rd, &mut seen_dirs, sink);
-        Ok(())
-    }
-
-    fn walk_dir(
-        &mut self,
-        dir: &[u8],
-        rd: std::fs::ReadDir,
-        seen_dirs: &mut Vec<(u64, u64)>,
-        sink: &mut dyn Sink,
-    ) {
-        for ent in rd {
-            let Ok(ent) = ent else { continue };
-            let name = ent.file_name();
-            let nb = name.as_bytes();
-            if nb == b"." || nb == b".." || nb == b"build" || nb == b"source" {
-                continue;
-            }
-            if self.cfg.excludes.iter().any(|x| x.as_slice() == nb) {
-                continue;
-            }
-            let mut full = dir.to_vec();
-            full.push(b'/');
-            full.extend_from_slice(nb);
-            let fpath = PathBuf::from(OsStr::from_bytes(&full));
-            let ft = match ent.file_type() {
-                Ok(ft) if ft.is_file() || ft.is_dir() => ft,
-                _ => match std::fs::metadata(&fpath) {
-                    Ok(m) => m.file_type(),
-                    Err(e) => {
-                        sink.emit(
-                            Level::Error,
-                            format!(
-                                "fstatat({}, {}): {}",
-                                fpath.display(),
-                                name.to_string_lossy(),
-                                crate::errno_text(&e)
-                            ),
-                        );
-                        continue;
-                    }
-                },
-            };
-            if ft.is_dir() {
-                let Ok(m) = std::fs::metadata(&fpath) else {
-                    continue;
-                };
-                let id = (m.dev(), m.ino());
-                if seen_dirs.contains(&id) {
-                    sink.emit(
-                        Level::Error,
-                        format!("{}: directory loop, not descending again", fpath.display()),
-                    );
-                    continue;
-                }
-                match std::fs::read_dir(&fpath) {
-                    Ok(rd) => {
-                        seen_dirs.push(id);
-                        self.walk_dir(&full, rd, seen_dirs, sink);
-                        seen_dirs.pop();
-                    }
-                    Err(e) => sink.emit(
-                        Level::Error,
-                        format!(
-                            "could not open directory {}: {}",
-                            fpath.display(),
-                            crate::errno_text(&e)
-                        ),
-                    ),
-                }
-            } else if ft.is_file() {
-                if is_module_name(nb) {
-                    self.offer(Candidate::new(full));
-                }
-            } else {
-                let kind = if ft.is_fifo() {
-                    0o010000
-                } else if ft.is_char_device() {
-                    0o020000
-                } else if ft.is_block_device() {
-                    0o060000
-                } else if ft.is_socket() {
-                    0o140000
-                } else {
-                    0
-                };
-                sink.emit(
-                    Level::Error,
-                    format!("unsupported file type {}: {:o}", fpath.display(), kind),
-                );
+        // The tree is read in parallel (a subdirectory per task); the findings come back
+        // in the order a one-thread walk meets them, and are applied in that order.
+        for found in walk_dir(self.cfg, dir, rd, &seen_dirs) {
+            match found {
+                Found::Module(path) => self.offer(Candidate::new(path)),
+                Found::Problem(message) => sink.emit(Level::Error, message),
             }
         }
+        Ok(())
     }
 
     /// Offer one candidate (in walk order); keeps it, drops it, or replaces a kept one.
