@@ -40,12 +40,14 @@
 //! trailer  checksum u64 over header and payload
 //! ```
 
+use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The cache file's name in the output directory.
@@ -144,8 +146,121 @@ pub enum Rejected {
 /// A loaded cache: the file's bytes and an index from path to (key, body).
 #[derive(Default)]
 pub struct Cache {
-    data: Vec<u8>,
-    index: HashMap<Vec<u8>, (FileKey, usize, usize)>,
+    data: Arc<Vec<u8>>,
+    index: HashMap<Vec<u8>, (FileKey, usize, usize), foldhash::fast::RandomState>,
+}
+
+/// One cached module's data, read in place from the cache file (which it keeps alive).
+/// Its layout was checked when it was handed out, so reading it cannot fail.
+#[derive(Clone)]
+pub struct Body {
+    data: Arc<Vec<u8>>,
+    /// The body is `data[start..end]`; its export and need sections start (after their
+    /// counts) at `exports` and `needs`.
+    start: usize,
+    end: usize,
+    exports: usize,
+    needs: usize,
+    counts: [u32; 3],
+}
+
+impl Body {
+    /// Check the body at `data[start..end]` and find its sections.
+    fn new(data: &Arc<Vec<u8>>, start: usize, end: usize) -> Option<Body> {
+        let mut r = Reader {
+            data: data.get(..end)?,
+            pos: start,
+        };
+        let mut counts = [0u32; 3];
+        let mut at = [0usize; 3];
+        for (i, min) in [8usize, 12, 13].into_iter().enumerate() {
+            counts[i] = r.count(min)? as u32;
+            at[i] = r.pos;
+            for _ in 0..counts[i] {
+                match i {
+                    0 => {
+                        r.sized()?;
+                        r.sized()?;
+                    }
+                    1 => {
+                        r.sized()?;
+                        r.u64()?;
+                    }
+                    _ => {
+                        r.sized()?;
+                        r.u64()?;
+                        if r.bytes(1)?[0] > 1 {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        (r.pos == end).then(|| Body {
+            data: Arc::clone(data),
+            start,
+            end,
+            exports: at[1],
+            needs: at[2],
+            counts,
+        })
+    }
+
+    fn reader(&self, at: usize) -> Reader<'_> {
+        Reader {
+            data: &self.data[..self.end],
+            pos: at,
+        }
+    }
+
+    /// The body's bytes as stored (a new cache file copies them as they are).
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn modinfo(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut r = self.reader(self.start + 4);
+        (0..self.counts[0]).map_while(move |_| Some((r.sized()?, r.sized()?)))
+    }
+
+    pub fn exports(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let mut r = self.reader(self.exports);
+        (0..self.counts[1]).map_while(move |_| Some((r.sized()?, r.u64()?)))
+    }
+
+    pub fn export_count(&self) -> usize {
+        self.counts[1] as usize
+    }
+
+    pub fn needs(&self) -> impl Iterator<Item = (&[u8], u64, bool)> + '_ {
+        let mut r = self.reader(self.needs);
+        (0..self.counts[2]).map_while(move |_| Some((r.sized()?, r.u64()?, r.bytes(1)?[0] == 1)))
+    }
+
+    /// The same data as an owned [`ModuleData`] (for tests and tools).
+    pub fn to_module_data(&self) -> ModuleData {
+        ModuleData {
+            modinfo: self
+                .modinfo()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            exports: self
+                .exports()
+                .map(|(name, crc)| Export {
+                    name: name.to_vec(),
+                    crc,
+                })
+                .collect(),
+            needs: self
+                .needs()
+                .map(|(name, crc, weak)| Need {
+                    name: name.to_vec(),
+                    crc,
+                    weak,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Cache {
@@ -203,7 +318,8 @@ impl Cache {
         if checksum(&data[..payload_end]) != u64::from_le_bytes(trailer) {
             return Err(Rejected::BadChecksum);
         }
-        let mut index = HashMap::with_capacity(count.min(payload_end / 64));
+        let mut index =
+            HashMap::with_capacity_and_hasher(count.min(payload_end / 64), Default::default());
         let mut r = Reader {
             data: &data[..payload_end],
             pos: payload_start,
@@ -223,7 +339,10 @@ impl Cache {
         if r.pos != payload_end {
             return Err(Rejected::Malformed);
         }
-        Ok(Cache { data, index })
+        Ok(Cache {
+            data: Arc::new(data),
+            index,
+        })
     }
 
     /// Number of entries.
@@ -240,13 +359,14 @@ impl Cache {
         self.index.iter().map(|(p, (k, _, _))| (p.as_slice(), *k))
     }
 
-    /// The cached data of `path`, only if it was stored with exactly `key`.
-    pub fn get(&self, path: &[u8], key: &FileKey) -> Option<ModuleData> {
+    /// The cached data of `path`, only if it was stored with exactly `key` (and its body
+    /// is well-formed).
+    pub fn get(&self, path: &[u8], key: &FileKey) -> Option<Body> {
         let (k, start, len) = self.index.get(path)?;
         if k != key {
             return None;
         }
-        decode_body(&self.data[*start..*start + *len])
+        Body::new(&self.data, *start, start.checked_add(*len)?)
     }
 }
 
@@ -254,7 +374,7 @@ impl Cache {
 pub struct Entry<'a> {
     pub path: &'a [u8],
     pub key: FileKey,
-    pub data: &'a ModuleData,
+    pub data: ModView<'a>,
 }
 
 /// The bytes of a cache file holding `entries` (see [`write_to`]).
@@ -265,14 +385,16 @@ pub fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
     out
 }
 
-fn body_len(d: &ModuleData) -> usize {
+fn body_len(d: ModView<'_>) -> usize {
+    if let ModView::Cached(b) = d {
+        return b.bytes().len();
+    }
     12 + d
-        .modinfo
-        .iter()
+        .modinfo()
         .map(|(k, v)| 8 + k.len() + v.len())
         .sum::<usize>()
-        + d.exports.iter().map(|e| 12 + e.name.len()).sum::<usize>()
-        + d.needs.iter().map(|n| 13 + n.name.len()).sum::<usize>()
+        + d.exports().map(|(name, _)| 12 + name.len()).sum::<usize>()
+        + d.needs().map(|(name, _, _)| 13 + name.len()).sum::<usize>()
 }
 
 /// Write a cache file holding `entries` to `w`, piece by piece (the checksum is computed
@@ -302,21 +424,27 @@ pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()>
             buf.extend_from_slice(&x.to_le_bytes());
         }
         put_u32(&mut buf, body_len(d) as u32);
-        put_u32(&mut buf, d.modinfo.len() as u32);
-        for (k, v) in &d.modinfo {
-            put_bytes(&mut buf, k);
-            put_bytes(&mut buf, v);
-        }
-        put_u32(&mut buf, d.exports.len() as u32);
-        for x in &d.exports {
-            put_bytes(&mut buf, &x.name);
-            buf.extend_from_slice(&x.crc.to_le_bytes());
-        }
-        put_u32(&mut buf, d.needs.len() as u32);
-        for n in &d.needs {
-            put_bytes(&mut buf, &n.name);
-            buf.extend_from_slice(&n.crc.to_le_bytes());
-            buf.push(u8::from(n.weak));
+        match d {
+            // A body read from the old cache is copied as it is.
+            ModView::Cached(b) => buf.extend_from_slice(b.bytes()),
+            ModView::Data(d) => {
+                put_u32(&mut buf, d.modinfo.len() as u32);
+                for (k, v) in &d.modinfo {
+                    put_bytes(&mut buf, k);
+                    put_bytes(&mut buf, v);
+                }
+                put_u32(&mut buf, d.exports.len() as u32);
+                for x in &d.exports {
+                    put_bytes(&mut buf, &x.name);
+                    buf.extend_from_slice(&x.crc.to_le_bytes());
+                }
+                put_u32(&mut buf, d.needs.len() as u32);
+                for n in &d.needs {
+                    put_bytes(&mut buf, &n.name);
+                    buf.extend_from_slice(&n.crc.to_le_bytes());
+                    buf.push(u8::from(n.weak));
+                }
+            }
         }
         out.put(&buf)?;
     }
@@ -371,41 +499,6 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn decode_body(body: &[u8]) -> Option<ModuleData> {
-    let mut r = Reader::new(body);
-    let n = r.count(8)?;
-    let mut modinfo = Vec::with_capacity(n);
-    for _ in 0..n {
-        let k = r.vec()?;
-        let v = r.vec()?;
-        modinfo.push((k, v));
-    }
-    let n = r.count(12)?;
-    let mut exports = Vec::with_capacity(n);
-    for _ in 0..n {
-        let name = r.vec()?;
-        let crc = r.u64()?;
-        exports.push(Export { name, crc });
-    }
-    let n = r.count(13)?;
-    let mut needs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let name = r.vec()?;
-        let crc = r.u64()?;
-        let weak = match r.bytes(1)?[0] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
-        needs.push(Need { name, crc, weak });
-    }
-    (r.pos == body.len()).then_some(ModuleData {
-        modinfo,
-        exports,
-        needs,
-    })
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -434,9 +527,10 @@ impl<'a> Reader<'a> {
         Some(u64::from_le_bytes(w))
     }
 
-    fn vec(&mut self) -> Option<Vec<u8>> {
+    /// A length (u32) and that many bytes.
+    fn sized(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
-        self.bytes(n).map(<[u8]>::to_vec)
+        self.bytes(n)
     }
 
     /// A count of records of at least `min` bytes each, checked against what is left so
@@ -557,23 +651,42 @@ mod tests {
             Entry {
                 path: b"/a/x.ko",
                 key: key(1),
-                data: &d,
+                data: ModView::Data(&d),
             },
             Entry {
                 path: b"/a/y.ko",
                 key: key(2),
-                data: &e,
+                data: ModView::Data(&e),
             },
         ]);
         let c = Cache::parse(bytes.clone()).expect("valid");
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get(b"/a/x.ko", &key(1)), Some(d));
-        assert_eq!(c.get(b"/a/y.ko", &key(2)), Some(e));
-        assert_eq!(c.get(b"/a/x.ko", &key(2)), None);
+        let got = |p: &[u8], k: &FileKey| c.get(p, k).map(|b| b.to_module_data());
+        assert_eq!(got(b"/a/x.ko", &key(1)), Some(d.clone()));
+        assert_eq!(got(b"/a/y.ko", &key(2)), Some(e));
+        assert_eq!(got(b"/a/x.ko", &key(2)), None);
         let mut k = key(1);
         k.ctime_nsec += 1;
-        assert_eq!(c.get(b"/a/x.ko", &k), None);
-        assert_eq!(c.get(b"/a/z.ko", &key(1)), None);
+        assert_eq!(got(b"/a/x.ko", &k), None);
+        assert_eq!(got(b"/a/z.ko", &key(1)), None);
+        // A body read in place is stored again byte for byte.
+        let body = c.get(b"/a/x.ko", &key(1)).unwrap();
+        let again = encode(&[Entry {
+            path: b"/a/x.ko",
+            key: key(1),
+            data: ModView::Cached(&body),
+        }]);
+        let single = encode(&[Entry {
+            path: b"/a/x.ko",
+            key: key(1),
+            data: ModView::Data(&d),
+        }]);
+        assert_eq!(again, single);
+        assert_eq!(body.export_count(), 1);
+        assert_eq!(
+            body.needs().collect::<Vec<_>>(),
+            vec![(&b"printk"[..], u64::MAX, true)]
+        );
     }
 
     #[test]
@@ -582,7 +695,7 @@ mod tests {
         let bytes = encode(&[Entry {
             path: b"/a/x.ko",
             key: key(1),
-            data: &d,
+            data: ModView::Data(&d),
         }]);
         for cut in 0..bytes.len() {
             assert!(Cache::parse(bytes[..cut].to_vec()).is_err(), "cut {cut}");
@@ -603,7 +716,7 @@ mod tests {
         let entries = [Entry {
             path: b"/lib/modules/x/a.ko",
             key: key(3),
-            data: &d,
+            data: ModView::Data(&d),
         }];
         let bytes = encode(&entries);
         let header = MAGIC.len() + 4 + 4 + CRATE_VERSION.len() + 4 + 8;

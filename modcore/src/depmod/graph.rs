@@ -1,9 +1,9 @@
 //! Module order, the symbol table, dependency edges, topological numbering and cycle
 //! reports (spec depmod-and-index §5). Pure: no I/O.
 
+use super::view::ModView;
 use crate::hash::bucket_of;
 pub use crate::hash::{MODULE_BUCKETS, SYMBOL_BUCKETS};
-use crate::module::ModuleData;
 use petgraph::graph::{DiGraph, NodeIndex};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -134,8 +134,8 @@ fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
 
 impl DepGraph {
     /// Build the symbol table and the edges (spec §5.3, §5.4). `mods` is in module order.
-    pub fn build(mods: &[&ModuleData], opts: &ResolveOptions, events: &mut Vec<Event>) -> DepGraph {
-        let exports: usize = mods.iter().map(|m| m.exports.len()).sum();
+    pub fn build(mods: &[ModView<'_>], opts: &ResolveOptions, events: &mut Vec<Event>) -> DepGraph {
+        let exports: usize = mods.iter().map(|m| m.export_count()).sum();
         let mut symbols = SymbolTable::with_capacity_and_hasher(exports + 64, Default::default());
         if let Some(ks) = &opts.kernel_symbols {
             for (name, crc) in ks {
@@ -162,13 +162,13 @@ impl DepGraph {
             });
         }
         for (i, m) in mods.iter().enumerate() {
-            for e in &m.exports {
-                let name = strip_prefix(&e.name, opts.prefix);
+            for (name, crc) in m.exports() {
+                let name = strip_prefix(name, opts.prefix);
                 symbols.insert(
                     name.to_vec(),
                     SymRecord {
                         owner: Some(i as u32),
-                        crc: e.crc,
+                        crc,
                     },
                 );
             }
@@ -181,27 +181,26 @@ impl DepGraph {
             .map(|(i, m)| {
                 let mut deps: Vec<u32> = Vec::new();
                 let mut events = Vec::new();
-                for need in &m.needs {
-                    let mut name: &[u8] = &need.name;
+                for (full, crc, weak) in m.needs() {
+                    let mut name: &[u8] = full;
                     if name.first() == Some(&b'.') {
                         name = &name[1..];
                     }
                     let name = strip_prefix(name, opts.prefix);
                     match symbols.get(name) {
                         None => {
-                            if opts.errsyms && !need.weak {
+                            if opts.errsyms && !weak {
                                 events.push(Event::Unknown {
                                     module: i as u32,
-                                    symbol: need.name.clone(),
+                                    symbol: full.to_vec(),
                                 });
                             }
                         }
                         Some(rec) => {
-                            if opts.errsyms && opts.check_crcs && rec.crc != need.crc && !need.weak
-                            {
+                            if opts.errsyms && opts.check_crcs && rec.crc != crc && !weak {
                                 events.push(Event::BadCrc {
                                     module: i as u32,
-                                    symbol: need.name.clone(),
+                                    symbol: full.to_vec(),
                                 });
                             }
                             if let Some(owner) = rec.owner {

@@ -10,13 +10,14 @@ pub mod graph;
 pub mod kernelsyms;
 pub mod output;
 pub mod read;
+pub mod view;
 pub mod walk;
 
 use crate::diag::{show, Collect, Level, Sink};
 use crate::fsio;
 use crate::index::Layout;
 use crate::module::ModuleData;
-use cache::{Cache, FileKey};
+use cache::{Body, Cache, FileKey};
 use graph::{DepGraph, Event, OrderFile, ResolveOptions};
 use output::{OutModule, Outputs};
 use rayon::prelude::*;
@@ -25,6 +26,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use view::ModView;
 use walk::{Candidate, Walker};
 
 /// Everything a depmod run needs, from the command line.
@@ -325,18 +327,18 @@ pub fn run(
     drop(cache);
     let mut unreadable = 0;
     let empty = ModuleData::default();
-    let datas: Vec<&ModuleData> = results
+    let datas: Vec<ModView<'_>> = results
         .iter()
         .zip(&ordered)
         .map(|(r, &i)| match &r.res {
-            Ok(d) => d,
+            Ok(d) => d.view(),
             Err(e) => {
                 unreadable += 1;
                 sink.emit(
                     Level::Error,
                     format!("failed to load symbols from {}: {e}", show(&cands[i].path)),
                 );
-                &empty
+                ModView::Data(&empty)
             }
         })
         .collect();
@@ -412,7 +414,7 @@ pub fn run(
         .map(|(&i, d)| OutModule {
             modname: &cands[i].modname,
             path: cands[i].relpath(&moddir).unwrap_or(&cands[i].path),
-            data: d,
+            data: *d,
         })
         .collect();
     let out = Outputs {
@@ -634,10 +636,25 @@ fn defer_drop<T: Send + 'static>(v: T) {
         .spawn(move || drop(v));
 }
 
+/// A module's data: read from its file, or found in the cache.
+enum Data {
+    Read(ModuleData),
+    Cached(Body),
+}
+
+impl Data {
+    fn view(&self) -> ModView<'_> {
+        match self {
+            Data::Read(d) => ModView::Data(d),
+            Data::Cached(b) => ModView::Cached(b),
+        }
+    }
+}
+
 /// One module's data (or read error), the stat key of the file it came from, and whether
 /// it came from the cache.
 struct Got {
-    res: Result<ModuleData, String>,
+    res: Result<Data, String>,
     key: Option<FileKey>,
     hit: bool,
 }
@@ -672,7 +689,7 @@ fn read_all(
                 if let Some(d) = cache.get(path, &key) {
                     progress.tick();
                     let got = Got {
-                        res: Ok(d),
+                        res: Ok(Data::Cached(d)),
                         key: Some(key),
                         hit: true,
                     };
@@ -706,7 +723,7 @@ fn read_all(
             (
                 k,
                 Got {
-                    res,
+                    res: res.map(Data::Read),
                     key,
                     hit: false,
                 },
@@ -751,7 +768,7 @@ fn prepare_cache(
                 cache::Entry {
                     path: &cands[i].path,
                     key,
-                    data,
+                    data: data.view(),
                 },
                 g.hit,
             )),

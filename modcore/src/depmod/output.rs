@@ -1,9 +1,9 @@
 //! Producing every output file's bytes (spec depmod-and-index §6, §7). Pure: no I/O.
 
 use super::graph::{hash_order, ClosureScratch, DepGraph, SYMBOL_BUCKETS};
+use super::view::ModView;
 use crate::diag::{show, Level, Sink};
 use crate::index::{IndexBuilder, Layout, WriteError};
-use crate::module::ModuleData;
 use crate::name::{modname_from_path, normalize_alias};
 use rayon::prelude::*;
 
@@ -16,7 +16,7 @@ pub struct OutModule<'a> {
     pub modname: &'a [u8],
     /// relpath if inside MODDIR, else the absolute path.
     pub path: &'a [u8],
-    pub data: &'a ModuleData,
+    pub data: ModView<'a>,
 }
 
 /// Everything needed to produce the files.
@@ -29,11 +29,8 @@ pub struct Outputs<'a> {
     pub warn_dups: bool,
 }
 
-fn modinfo_values<'a>(m: &'a ModuleData, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-    m.modinfo
-        .iter()
-        .filter(move |(k, _)| k.as_slice() == key)
-        .map(|(_, v)| v.as_slice())
+fn modinfo_values<'a>(m: ModView<'a>, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    m.modinfo_values(key)
 }
 
 impl<'a> Outputs<'a> {

@@ -2,6 +2,7 @@
 
 use super::graph::*;
 use super::output::*;
+use super::view::ModView;
 use crate::diag::{Collect, Level};
 use crate::index::Layout;
 use crate::module::{Export, ModuleData, Need};
@@ -81,7 +82,7 @@ fn hash_order_is_bucket_then_bytes() {
 }
 
 fn build(mods: &[ModuleData], opts: &ResolveOptions) -> (DepGraph, Vec<Event>) {
-    let refs: Vec<&ModuleData> = mods.iter().collect();
+    let refs: Vec<ModView<'_>> = mods.iter().map(ModView::Data).collect();
     let mut ev = Vec::new();
     let g = DepGraph::build(&refs, opts, &mut ev);
     (g, ev)
@@ -238,12 +239,12 @@ fn text_outputs() {
         OutModule {
             modname: b"fat",
             path: b"kernel/fs/fat.ko",
-            data: &mods[0],
+            data: ModView::Data(&mods[0]),
         },
         OutModule {
             modname: b"msdos",
             path: b"kernel/fs/msdos.ko",
-            data: &mods[1],
+            data: ModView::Data(&mods[1]),
         },
     ];
     let o = Outputs {

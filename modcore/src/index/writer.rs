@@ -1,6 +1,6 @@
 //! Building and writing an index (spec depmod-and-index §8.2–§8.5).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::{
     HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, MAX_NODE_OFFSET, NODE_CHILDREN, NODE_PREFIX,
@@ -40,51 +40,53 @@ pub enum WriteError {
 /// A key with its values (priority, bytes), as returned by [`IndexBuilder::entries`].
 pub type BuilderEntry = (Vec<u8>, Vec<(u32, Vec<u8>)>);
 
-type NodeId = u32;
-type KeyValue = (Box<[u8]>, Box<[u8]>);
-const ROOT: NodeId = 0;
-
-/// One value of a node: its priority and where its bytes are in the builder's byte arena.
+/// One inserted value: where its key and value bytes are in the builder's arena.
 #[derive(Debug, Clone, Copy)]
-struct ValueSlot {
+struct Record {
+    key: usize,
+    key_len: u32,
+    value: usize,
+    value_len: u32,
     priority: u32,
-    start: usize,
-    len: usize,
 }
 
-#[derive(Debug, Default, Clone)]
+/// No record (end of a duplicate-check chain).
+const NONE: u32 = u32::MAX;
+
+/// A trie node of [`Sorted`]: no allocation of its own, everything is a range.
+#[derive(Debug, Clone, Copy)]
 struct Node {
-    prefix: Vec<u8>,
-    /// Sorted by byte.
-    children: Vec<(u8, NodeId)>,
-    /// In insertion order; [`ordered`] gives the file order.
-    values: Vec<ValueSlot>,
+    /// The distinct key (index into `Sorted::keys`) whose bytes hold the prefix.
+    key: u32,
+    prefix_start: u32,
+    prefix_len: u32,
+    /// The distinct key whose values sit on this node, if any.
+    values: Option<u32>,
+    /// This node's children in `Sorted::children`.
+    children: (u32, u32),
 }
 
-/// The file order of a node's values: ascending priority, newest first among equal
-/// priorities (each value goes before the first one of equal or higher priority).
-/// Sorting once keeps many values under one key n log n instead of quadratic.
-fn ordered(values: &[ValueSlot]) -> Vec<ValueSlot> {
-    let mut v: Vec<ValueSlot> = values.iter().rev().copied().collect();
-    v.sort_by_key(|s| s.priority);
-    v
-}
-
-/// An index being built: a compressed radix tree (a "Patricia trie") over the key bytes.
+/// An index being built.
 ///
-/// The tree's shape depends only on the set of keys inserted; the order of a key's values
-/// depends on priorities and insertion order (§8.4).
+/// Inserting only records the key and value (bytes in one arena, no allocation per
+/// value); [`write`](Self::write) sorts the records by key once and lays the
+/// compressed radix tree (a "Patricia trie") out from the sorted keys: the tree's shape
+/// depends only on the set of keys, each node holding the longest prefix its subtree
+/// shares, and the root's prefix always empty (as every kmod builds it). The order of a
+/// key's values depends on priorities and insertion order (§8.4).
 #[derive(Debug, Clone)]
 pub struct IndexBuilder {
-    nodes: Vec<Node>,
-    value_bytes: Vec<u8>,
-    keys: usize,
-    values: usize,
-    /// The (key, value) pairs of keys with many values, to report duplicates without
-    /// scanning (see `add_value`).
-    pairs: HashSet<KeyValue>,
+    bytes: Vec<u8>,
+    records: Vec<Record>,
+    /// Duplicate check: the latest record per hash of (key, value), and for each record
+    /// the previous one with the same hash.
+    /// Seeded per process, so crafted keys cannot aim for one long chain.
+    latest: HashMap<u64, u32, foldhash::fast::RandomState>,
+    previous: Vec<u32>,
     /// The first key or value seen with a byte the format cannot hold.
     bad: Option<(u8, Vec<u8>)>,
+    /// A key or value of 4 GiB or more was inserted (and dropped).
+    oversized: bool,
 }
 
 impl Default for IndexBuilder {
@@ -97,33 +99,41 @@ impl IndexBuilder {
     /// An empty index (writing it gives a 12-byte file whose root is an empty node).
     pub fn new() -> Self {
         IndexBuilder {
-            nodes: vec![Node::default()],
-            value_bytes: Vec::new(),
-            keys: 0,
-            values: 0,
-            pairs: HashSet::new(),
+            bytes: Vec::new(),
+            records: Vec::new(),
+            latest: HashMap::default(),
+            previous: Vec::new(),
             bad: None,
+            oversized: false,
         }
     }
 
     /// Has nothing been inserted?
     pub fn is_empty(&self) -> bool {
-        self.values == 0
+        self.records.is_empty()
     }
 
     /// The number of distinct keys.
     pub fn key_count(&self) -> usize {
-        self.keys
+        self.sorted().keys.len()
     }
 
     /// The number of values over all keys (duplicates included).
     pub fn value_count(&self) -> usize {
-        self.values
+        self.records.len()
     }
 
     /// The number of trie nodes, the root included.
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.sorted().nodes.len()
+    }
+
+    fn key_of(&self, r: &Record) -> &[u8] {
+        &self.bytes[r.key..r.key + r.key_len as usize]
+    }
+
+    fn value_of(&self, r: &Record) -> &[u8] {
+        &self.bytes[r.value..r.value + r.value_len as usize]
     }
 
     /// Add `value` with `priority` under `key`.
@@ -133,7 +143,7 @@ impl IndexBuilder {
     /// (depmod -w warns about it); the new value is stored anyway.
     ///
     /// Keys and values holding NUL or bytes ≥ 0x80 are accepted here but make
-    /// [`write`](Self::write) fail.
+    /// [`write`](Self::write) fail; so do keys or values of 4 GiB or more.
     pub fn insert(&mut self, key: &[u8], value: &[u8], priority: u32) -> bool {
         if self.bad.is_none() {
             for s in [key, value] {
@@ -143,164 +153,161 @@ impl IndexBuilder {
                 }
             }
         }
-        let slot = ValueSlot {
-            priority,
-            start: self.value_bytes.len(),
-            len: value.len(),
+        let (Ok(key_len), Ok(value_len)) = (u32::try_from(key.len()), u32::try_from(value.len()))
+        else {
+            // Far beyond what an index can hold (2^28 bytes); refused by `write`.
+            self.oversized = true;
+            return false;
         };
-        self.value_bytes.extend_from_slice(value);
-        self.values += 1;
-
-        let mut node = ROOT;
-        let mut i = 0usize;
-        loop {
-            let rest = &key[i..];
-            let n = &self.nodes[node as usize];
-            let common = n
-                .prefix
-                .iter()
-                .zip(rest)
-                .take_while(|(a, b)| a == b)
-                .count();
-            if common < n.prefix.len() {
-                self.split(node, common);
+        let id = self.records.len() as u32;
+        let hash = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = self.latest.hasher().build_hasher();
+            h.write(key);
+            h.write_u8(0);
+            h.write(value);
+            h.finish()
+        };
+        let mut duplicate = false;
+        let head = self.latest.get(&hash).copied().unwrap_or(NONE);
+        let mut at = head;
+        while at != NONE {
+            let r = &self.records[at as usize];
+            if self.key_of(r) == key && self.value_of(r) == value {
+                duplicate = true;
+                break;
             }
-            i += common;
-            if i == key.len() {
-                return self.add_value(node, slot, key);
-            }
-            let c = key[i];
-            let n = &self.nodes[node as usize];
-            match n.children.binary_search_by_key(&c, |&(b, _)| b) {
-                Ok(pos) => {
-                    node = n.children[pos].1;
-                    i += 1;
-                }
-                Err(pos) => {
-                    let leaf = self.new_node(Node {
-                        prefix: key[i + 1..].to_vec(),
-                        children: Vec::new(),
-                        values: vec![slot],
-                    });
-                    self.nodes[node as usize].children.insert(pos, (c, leaf));
-                    self.keys += 1;
-                    return false;
-                }
-            }
+            at = self.previous[at as usize];
         }
-    }
-
-    fn new_node(&mut self, node: Node) -> NodeId {
-        let id = self.nodes.len() as NodeId;
-        self.nodes.push(node);
-        id
-    }
-
-    /// Cut `node`'s prefix at `at`: the part after the branch byte moves, together with the
-    /// node's values and children, into a new single child.
-    fn split(&mut self, node: NodeId, at: usize) {
-        let n = &mut self.nodes[node as usize];
-        let tail = n.prefix.split_off(at + 1);
-        let branch = n.prefix.pop().unwrap_or_default();
-        let child = Node {
-            prefix: tail,
-            children: std::mem::take(&mut n.children),
-            values: std::mem::take(&mut n.values),
-        };
-        let id = self.new_node(child);
-        self.nodes[node as usize].children = vec![(branch, id)];
-    }
-
-    /// Add `slot` (whose bytes are already in the arena) to the values of `node`, whose key
-    /// is `key`; true when the key already had an identical value. A key's first few values
-    /// are compared directly; once it has [`LINEAR_VALUES`], all its pairs go into `pairs`
-    /// and later ones are looked up there, so many values under one key stay linear.
-    fn add_value(&mut self, node: NodeId, slot: ValueSlot, key: &[u8]) -> bool {
-        const LINEAR_VALUES: usize = 8;
-        let bytes = &self.value_bytes;
-        let new = &bytes[slot.start..slot.start + slot.len];
-        let values = &mut self.nodes[node as usize].values;
-        let duplicate = match values.len() {
-            0 => {
-                self.keys += 1;
-                false
-            }
-            n if n < LINEAR_VALUES => values
-                .iter()
-                .any(|v| &bytes[v.start..v.start + v.len] == new),
-            n => {
-                if n == LINEAR_VALUES {
-                    for v in values.iter() {
-                        self.pairs
-                            .insert((key.into(), bytes[v.start..v.start + v.len].into()));
-                    }
-                }
-                !self.pairs.insert((key.into(), new.into()))
-            }
-        };
-        values.push(slot);
+        self.latest.insert(hash, id);
+        self.previous.push(head);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.records.push(Record {
+            key: start,
+            key_len,
+            value: start + key.len(),
+            value_len,
+            priority,
+        });
         duplicate
+    }
+
+    /// The records in file order (by key; within a key ascending priority, the newest
+    /// first among equal priorities: each value goes before the first one of equal or
+    /// higher priority), the distinct keys and the trie over them.
+    fn sorted(&self) -> Sorted {
+        let mut order: Vec<u32> = (0..self.records.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (ra, rb) = (&self.records[a as usize], &self.records[b as usize]);
+            self.key_of(ra)
+                .cmp(self.key_of(rb))
+                .then(ra.priority.cmp(&rb.priority))
+                .then(b.cmp(&a))
+        });
+        let mut keys: Vec<(u32, u32)> = Vec::new();
+        // The bytes of each distinct key, in key order (the trie walk below reads them
+        // many times).
+        let mut key_bytes: Vec<&[u8]> = Vec::new();
+        let mut lo = 0usize;
+        while lo < order.len() {
+            let k = self.key_of(&self.records[order[lo] as usize]);
+            let mut hi = lo + 1;
+            while hi < order.len() && self.key_of(&self.records[order[hi] as usize]) == k {
+                hi += 1;
+            }
+            keys.push((lo as u32, hi as u32));
+            key_bytes.push(k);
+            lo = hi;
+        }
+        let key = |k: u32| key_bytes[k as usize];
+
+        let mut nodes = vec![Node {
+            key: 0,
+            prefix_start: 0,
+            prefix_len: 0,
+            values: None,
+            children: (0, 0),
+        }];
+        let mut children: Vec<(u8, u32)> = Vec::new();
+        // (node, distinct keys lo..hi under it, bytes of the key consumed above it)
+        let mut work: Vec<(u32, u32, u32, usize)> = Vec::new();
+        if !keys.is_empty() {
+            work.push((0, 0, keys.len() as u32, 0));
+        }
+        while let Some((id, lo, hi, depth)) = work.pop() {
+            let first = key(lo);
+            let last = key(hi - 1);
+            // Sorted keys: what the first and the last share, all between share.
+            let end = if id == 0 {
+                0
+            } else {
+                depth
+                    + first[depth..]
+                        .iter()
+                        .zip(&last[depth..])
+                        .take_while(|(a, b)| a == b)
+                        .count()
+            };
+            let mut next = lo;
+            let values = (first.len() == end).then(|| {
+                next += 1;
+                lo
+            });
+            let child_start = children.len() as u32;
+            while next < hi {
+                let byte = key(next)[end];
+                let mut stop = next + 1;
+                while stop < hi && key(stop)[end] == byte {
+                    stop += 1;
+                }
+                let child = nodes.len() as u32;
+                nodes.push(Node {
+                    key: next,
+                    prefix_start: 0,
+                    prefix_len: 0,
+                    values: None,
+                    children: (0, 0),
+                });
+                children.push((byte, child));
+                work.push((child, next, stop, end + 1));
+                next = stop;
+            }
+            let n = &mut nodes[id as usize];
+            n.key = lo;
+            n.prefix_start = depth as u32;
+            n.prefix_len = (end - depth) as u32;
+            n.values = values;
+            n.children = (child_start, children.len() as u32);
+        }
+        Sorted {
+            order,
+            keys,
+            nodes,
+            children,
+        }
     }
 
     /// Every key with its values (priority, bytes) in key order. Meant for tests and tools;
     /// the file is the real output.
     pub fn entries(&self) -> Vec<BuilderEntry> {
-        let mut out = Vec::new();
-        let mut key = Vec::new();
-        // (node, key length before the node's prefix)
-        let mut stack: Vec<(NodeId, Option<u8>, usize)> = vec![(ROOT, None, 0)];
-        while let Some((id, branch, base)) = stack.pop() {
-            let n = &self.nodes[id as usize];
-            key.truncate(base);
-            key.extend(branch);
-            key.extend_from_slice(&n.prefix);
-            if !n.values.is_empty() {
-                let vals = ordered(&n.values)
+        let s = self.sorted();
+        s.keys
+            .iter()
+            .map(|&(lo, hi)| {
+                let recs = &s.order[lo as usize..hi as usize];
+                let key = self.key_of(&self.records[recs[0] as usize]).to_vec();
+                let vals = recs
                     .iter()
-                    .map(|v| {
-                        let bytes = &self.value_bytes[v.start..v.start + v.len];
-                        (v.priority, bytes.to_vec())
+                    .map(|&r| {
+                        let r = &self.records[r as usize];
+                        (r.priority, self.value_of(r).to_vec())
                     })
                     .collect();
-                out.push((key.clone(), vals));
-            }
-            let len = key.len();
-            for &(b, c) in n.children.iter().rev() {
-                stack.push((c, Some(b), len));
-            }
-        }
-        out
-    }
-
-    /// Nodes in pre-order (parent, then children subtrees in ascending byte order).
-    fn preorder(&self) -> Vec<NodeId> {
-        let mut order = Vec::with_capacity(self.nodes.len());
-        let mut stack = vec![ROOT];
-        while let Some(id) = stack.pop() {
-            order.push(id);
-            stack.extend(
-                self.nodes[id as usize]
-                    .children
-                    .iter()
-                    .rev()
-                    .map(|&(_, c)| c),
-            );
-        }
-        order
-    }
-
-    fn body_len(&self, n: &Node) -> u64 {
-        let mut len = 0u64;
-        if !n.prefix.is_empty() {
-            len += n.prefix.len() as u64 + 1;
-        }
-        if let (Some(first), Some(last)) = (n.children.first(), n.children.last()) {
-            len += 2 + 4 * (u64::from(last.0 - first.0) + 1);
-        }
-        if !n.values.is_empty() {
-            len += 4 + n.values.iter().map(|v| 4 + v.len as u64 + 1).sum::<u64>();
-        }
-        len
+                (key, vals)
+            })
+            .collect()
     }
 
     /// The complete index file.
@@ -311,14 +318,55 @@ impl IndexBuilder {
                 string: string.clone(),
             });
         }
-        let count = self.nodes.len();
-        let order = self.preorder();
-        let body: Vec<u64> = self.nodes.iter().map(|n| self.body_len(n)).collect();
+        if self.oversized {
+            return Err(WriteError::TooLarge {
+                offset: MAX_NODE_OFFSET,
+            });
+        }
+        let s = self.sorted();
+        let nodes = &s.nodes;
+        let count = nodes.len();
+        let kids = |n: &Node| &s.children[n.children.0 as usize..n.children.1 as usize];
+        let prefix = |n: &Node| {
+            let k = self.key_of(&self.records[s.order[s.keys[n.key as usize].0 as usize] as usize]);
+            &k[n.prefix_start as usize..(n.prefix_start + n.prefix_len) as usize]
+        };
+        let values = |n: &Node| match n.values {
+            Some(k) => {
+                let (lo, hi) = s.keys[k as usize];
+                &s.order[lo as usize..hi as usize]
+            }
+            None => &[][..],
+        };
+        let body_len = |n: &Node| -> u64 {
+            let mut len = 0u64;
+            if n.prefix_len > 0 {
+                len += u64::from(n.prefix_len) + 1;
+            }
+            if let (Some(first), Some(last)) = (kids(n).first(), kids(n).last()) {
+                len += 2 + 4 * (u64::from(last.0 - first.0) + 1);
+            }
+            let vals = values(n);
+            if !vals.is_empty() {
+                len += 4 + vals
+                    .iter()
+                    .map(|&r| 4 + u64::from(self.records[r as usize].value_len) + 1)
+                    .sum::<u64>();
+            }
+            len
+        };
+        // Nodes in pre-order (parent, then children subtrees in ascending byte order).
+        let mut order = Vec::with_capacity(count);
+        let mut stack = vec![ROOT];
+        while let Some(id) = stack.pop() {
+            order.push(id);
+            stack.extend(kids(&nodes[id as usize]).iter().rev().map(|&(_, c)| c));
+        }
+        let body: Vec<u64> = nodes.iter().map(body_len).collect();
         // Subtree sizes: children come after their parent in pre-order.
         let mut subtree = body.clone();
         for &id in order.iter().rev() {
-            let sum: u64 = self.nodes[id as usize]
-                .children
+            let sum: u64 = kids(&nodes[id as usize])
                 .iter()
                 .map(|&(_, c)| subtree[c as usize])
                 .sum();
@@ -329,18 +377,17 @@ impl IndexBuilder {
         let mut offset = vec![0u64; count];
         start[ROOT as usize] = HEADER_LEN as u64;
         for &id in &order {
-            let n = &self.nodes[id as usize];
-            let s = start[id as usize];
+            let s0 = start[id as usize];
             let mut cur = match layout {
-                Layout::PreOrder => s + body[id as usize],
-                Layout::PostOrder => s,
+                Layout::PreOrder => s0 + body[id as usize],
+                Layout::PostOrder => s0,
             };
-            for &(_, c) in &n.children {
+            for &(_, c) in kids(&nodes[id as usize]) {
                 start[c as usize] = cur;
                 cur += subtree[c as usize];
             }
             offset[id as usize] = match layout {
-                Layout::PreOrder => s,
+                Layout::PreOrder => s0,
                 Layout::PostOrder => cur,
             };
             if offset[id as usize] >= MAX_NODE_OFFSET {
@@ -353,16 +400,16 @@ impl IndexBuilder {
         let total = usize::try_from(total).map_err(|_| WriteError::TooLarge { offset: total })?;
 
         let reference = |id: NodeId| -> u32 {
-            let n = &self.nodes[id as usize];
+            let n = &nodes[id as usize];
             // Checked above: every offset is below 2^28.
             let mut r = offset[id as usize] as u32;
-            if !n.prefix.is_empty() {
+            if n.prefix_len > 0 {
                 r |= NODE_PREFIX;
             }
-            if !n.values.is_empty() {
+            if n.values.is_some() {
                 r |= NODE_VALUES;
             }
-            if !n.children.is_empty() {
+            if n.children.1 > n.children.0 {
                 r |= NODE_CHILDREN;
             }
             r
@@ -372,42 +419,56 @@ impl IndexBuilder {
         out[0..4].copy_from_slice(&INDEX_MAGIC.to_be_bytes());
         out[4..8].copy_from_slice(&INDEX_VERSION.to_be_bytes());
         out[8..12].copy_from_slice(&reference(ROOT).to_be_bytes());
-        let mut body_buf = Vec::new();
         for &id in &order {
-            let n = &self.nodes[id as usize];
-            body_buf.clear();
-            if !n.prefix.is_empty() {
-                body_buf.extend_from_slice(&n.prefix);
-                body_buf.push(0);
+            let n = &nodes[id as usize];
+            let mut at = offset[id as usize] as usize;
+            let mut put = |b: &[u8]| {
+                out[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            };
+            if n.prefix_len > 0 {
+                put(prefix(n));
+                put(&[0]);
             }
-            if let (Some(&(first, _)), Some(&(last, _))) = (n.children.first(), n.children.last()) {
-                body_buf.push(first);
-                body_buf.push(last);
-                let mut kids = n.children.iter().peekable();
+            let ks = kids(n);
+            if let (Some(&(first, _)), Some(&(last, _))) = (ks.first(), ks.last()) {
+                put(&[first, last]);
+                let mut it = ks.iter().peekable();
                 for b in first..=last {
-                    let word = match kids.peek() {
+                    let word = match it.peek() {
                         Some(&&(cb, c)) if cb == b => {
-                            kids.next();
+                            it.next();
                             reference(c)
                         }
                         _ => 0,
                     };
-                    body_buf.extend_from_slice(&word.to_be_bytes());
+                    put(&word.to_be_bytes());
                 }
             }
-            if !n.values.is_empty() {
-                body_buf.extend_from_slice(&(n.values.len() as u32).to_be_bytes());
-                for v in &ordered(&n.values) {
-                    body_buf.extend_from_slice(&v.priority.to_be_bytes());
-                    body_buf.extend_from_slice(&self.value_bytes[v.start..v.start + v.len]);
-                    body_buf.push(0);
+            let vals = values(n);
+            if !vals.is_empty() {
+                put(&(vals.len() as u32).to_be_bytes());
+                for &r in vals {
+                    let r = &self.records[r as usize];
+                    put(&r.priority.to_be_bytes());
+                    put(self.value_of(r));
+                    put(&[0]);
                 }
             }
-            let at = offset[id as usize] as usize;
-            out[at..at + body_buf.len()].copy_from_slice(&body_buf);
         }
         Ok(out)
     }
+}
+
+type NodeId = u32;
+const ROOT: NodeId = 0;
+
+/// The records sorted into file order, the distinct keys (ranges of `order`) and the trie.
+struct Sorted {
+    order: Vec<u32>,
+    keys: Vec<(u32, u32)>,
+    nodes: Vec<Node>,
+    children: Vec<(u8, u32)>,
 }
 
 #[cfg(test)]
