@@ -133,6 +133,12 @@ pub struct SynthModule {
     signature: Option<SignatureSpec>,
 }
 
+/// A new module whose `.modinfo` says `name=<name>`, as modpost always writes it (the
+/// runtime tests' usual starting point; `use tests::synth::named as m;`).
+pub fn named(name: &str) -> SynthModule {
+    SynthModule::new(name).modinfo("name", name)
+}
+
 impl SynthModule {
     /// A new x86-64 module. `name` is only used by [`SynthModule::standard_modinfo`]
     /// and [`SynthModule::file_name`]; nothing is added to `.modinfo` implicitly.

@@ -9,13 +9,10 @@ use modcore::autoclean::{self, Registry};
 use modcore::kernel::{Errno, Kernel, LoadFlags};
 use tests::fixtures::System;
 use tests::simkernel::SimKernel;
-use tests::synth::SynthModule;
 
 const KVER: &str = "6.1.0-test";
 
-fn m(name: &str) -> SynthModule {
-    SynthModule::new(name).modinfo("name", name)
-}
+use tests::synth::named as m;
 
 fn tree() -> System {
     let sys = System::new(KVER);

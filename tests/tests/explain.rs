@@ -18,9 +18,7 @@ use tests::synth::{SynthModule, Target};
 const KVER: &str = "6.1.0-test";
 const VM: &str = "6.1.0-test SMP mod_unload ";
 
-fn m(name: &str) -> SynthModule {
-    SynthModule::new(name).modinfo("name", name)
-}
+use tests::synth::named as m;
 
 /// fat exports fat_get/fat_put; msdos needs both; ext2 and ext2_alt both export
 /// `ext_shared`; nfsuse needs it; lonely needs a symbol nobody exports; ext4 is built in.

@@ -10,13 +10,11 @@ use modcore::compress::Compression;
 use modcore::kernel::{DeleteFlags, Errno, Kernel, KernelError, LoadFlags};
 use tests::fixtures::System;
 use tests::simkernel::{Call, SimKernel};
-use tests::synth::{self, SynthModule};
+use tests::synth;
 
 const KVER: &str = "6.1.0-test";
 
-fn m(name: &str) -> SynthModule {
-    SynthModule::new(name).modinfo("name", name)
-}
+use tests::synth::named as m;
 
 fn tree() -> System {
     let sys = System::new(KVER);

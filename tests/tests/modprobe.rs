@@ -10,14 +10,11 @@ use modcore::kernel::Errno;
 use modprobe::{run_args, Env};
 use tests::fixtures::System;
 use tests::simkernel::{Call, SimKernel};
-use tests::synth::SynthModule;
 
 const KVER: &str = "6.1.0-test";
 const MD: &str = "/lib/modules/6.1.0-test";
 
-fn m(name: &str) -> SynthModule {
-    SynthModule::new(name).modinfo("name", name)
-}
+use tests::synth::named as m;
 
 /// The standard tree:
 ///

@@ -18,13 +18,10 @@ use modcore::diag::{Collect, Level};
 use modcore::modprobe_conf::{self, ConfigError, Dialect};
 use tests::fixtures::System;
 use tests::simkernel::SimKernel;
-use tests::synth::SynthModule;
 
 const KVER: &str = "6.1.0-test";
 
-fn m(name: &str) -> SynthModule {
-    SynthModule::new(name).modinfo("name", name)
-}
+use tests::synth::named as m;
 
 /// A tree with `fat`, and a module `evil` outside the module directory (in /tmp and in
 /// the root itself), both of which a name-turned-path could reach.

@@ -2,7 +2,6 @@
 //! reports (spec depmod-and-index §5). Pure: no I/O.
 
 use super::view::ModView;
-use crate::hash::bucket_of;
 pub use crate::hash::{MODULE_BUCKETS, SYMBOL_BUCKETS};
 use petgraph::graph::{DiGraph, NodeIndex};
 use rayon::prelude::*;
@@ -10,12 +9,8 @@ use std::collections::HashMap;
 
 /// Sort `keys` (by index) into kmod's hash-iteration order over `buckets` buckets.
 pub fn hash_order(keys: &[&[u8]], buckets: u32) -> Vec<usize> {
-    let mut idx: Vec<(u32, usize)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (bucket_of(k, buckets), i))
-        .collect();
-    idx.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].cmp(keys[b.1])));
+    let mut idx: Vec<(&[u8], usize)> = keys.iter().copied().zip(0..).collect();
+    crate::hash::sort_hash_order(&mut idx, buckets, |(k, _)| k);
     idx.into_iter().map(|(_, i)| i).collect()
 }
 

@@ -268,6 +268,7 @@ pub fn run(
         };
         let cfg = config::load(&paths, &opts.kver, sink);
         let mut w = Walker::new(&moddir, &cfg);
+        w.stat_files(use_cache);
         w.walk_all(sink)
             .map_err(|e| DepmodError::Search(crate::errno_text(&e)))?;
         w.into_modules()
@@ -676,16 +677,18 @@ fn read_all(
         .par_iter()
         .map(|&i| {
             let path = &cands[i].path;
-            // Without a cache the size only orders the reads: plain files (cheap to read)
-            // need no stat for that and simply go last.
-            if lookup.is_none() && path.ends_with(b".ko") {
-                return (None, 0);
-            }
-            let Ok(meta) = std::fs::metadata(bytes_path(path)) else {
-                return (None, 0);
+            // The walk may have taken the stat key already.
+            let key = match cands[i].key {
+                Some(k) => k,
+                // Without a cache the size only orders the reads: plain files (cheap to
+                // read) need no stat for that and simply go last.
+                None if lookup.is_none() && path.ends_with(b".ko") => return (None, 0),
+                None => match std::fs::metadata(bytes_path(path)) {
+                    Ok(meta) => FileKey::of(&meta),
+                    Err(_) => return (None, 0),
+                },
             };
             if let Some(cache) = lookup {
-                let key = FileKey::of(&meta);
                 if let Some(d) = cache.get(path, &key) {
                     progress.tick();
                     let got = Got {
@@ -696,7 +699,7 @@ fn read_all(
                     return (Some(got), 0);
                 }
             }
-            (None, meta.len())
+            (None, key.size)
         })
         .collect();
     let mut todo: Vec<usize> = (0..ordered.len())

@@ -1,6 +1,6 @@
 //! Producing every output file's bytes (spec depmod-and-index §6, §7). Pure: no I/O.
 
-use super::graph::{hash_order, ClosureScratch, DepGraph, SYMBOL_BUCKETS};
+use super::graph::{ClosureScratch, DepGraph, SYMBOL_BUCKETS};
 use super::view::ModView;
 use crate::diag::{show, Level, Sink};
 use crate::index::{IndexBuilder, Layout, WriteError};
@@ -162,17 +162,14 @@ impl<'a> Outputs<'a> {
 
     /// Module-owned symbols in symbol hash order: (name, owner index).
     fn owned_symbols(&self) -> Vec<(&'a [u8], u32)> {
-        let owned: Vec<(&[u8], u32)> = self
+        let mut owned: Vec<(&[u8], u32)> = self
             .graph
             .symbols
             .iter()
             .filter_map(|(k, r)| r.owner.map(|o| (k.as_slice(), o)))
             .collect();
-        let keys: Vec<&[u8]> = owned.iter().map(|(k, _)| *k).collect();
-        hash_order(&keys, SYMBOL_BUCKETS)
-            .into_iter()
-            .map(|i| owned[i])
-            .collect()
+        crate::hash::sort_hash_order(&mut owned, SYMBOL_BUCKETS, |(k, _)| k);
+        owned
     }
 
     pub fn modules_symbols(&self) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Finding module files (spec depmod-and-index §3): the tree walk, external directories,
 //! explicit files, and the duplicate-name priority rules.
 
+use super::cache::FileKey;
 use super::config::{DepmodConfig, SearchEntry};
 use crate::diag::{Level, Sink};
 use crate::name::modname_from_path;
@@ -20,6 +21,8 @@ pub struct Candidate {
     pub modname: Vec<u8>,
     /// Byte offset of the basename inside `path`.
     pub base_off: usize,
+    /// The file's stat key, when the walk took it (see [`Walker::stat_files`]).
+    pub key: Option<FileKey>,
 }
 
 impl Candidate {
@@ -30,6 +33,7 @@ impl Candidate {
             path,
             modname,
             base_off,
+            key: None,
         }
     }
 
@@ -82,8 +86,8 @@ const PARALLEL_DEPTH: usize = 6;
 
 /// What the walk met, in walk order.
 enum Found {
-    /// A module file (its full path).
-    Module(Vec<u8>),
+    /// A module file (its full path and, if taken, its stat key).
+    Module(Vec<u8>, Option<FileKey>),
     /// Something to report at error level.
     Problem(String),
 }
@@ -96,6 +100,7 @@ fn walk_dir(
     dir: &[u8],
     rd: std::fs::ReadDir,
     ancestors: &[(u64, u64)],
+    stat: bool,
 ) -> Vec<Found> {
     let entries: Vec<std::fs::DirEntry> = rd
         .filter_map(Result::ok)
@@ -113,10 +118,12 @@ fn walk_dir(
         full.push(b'/');
         full.extend_from_slice(nb);
         let fpath = PathBuf::from(OsStr::from_bytes(&full));
-        let ft = match ent.file_type() {
-            Ok(ft) if ft.is_file() || ft.is_dir() => ft,
+        // The type from readdir, or (symbolic links, file systems that do not say) from
+        // stat(2), which follows links.
+        let (ft, followed) = match ent.file_type() {
+            Ok(ft) if ft.is_file() || ft.is_dir() => (ft, None),
             _ => match std::fs::metadata(&fpath) {
-                Ok(m) => m.file_type(),
+                Ok(m) => (m.file_type(), Some(m)),
                 Err(e) => {
                     return vec![Found::Problem(format!(
                         "fstatat({}, {}): {}",
@@ -142,7 +149,7 @@ fn walk_dir(
                 Ok(rd) => {
                     let mut below = ancestors.to_vec();
                     below.push(id);
-                    walk_dir(cfg, &full, rd, &below)
+                    walk_dir(cfg, &full, rd, &below, stat)
                 }
                 Err(e) => vec![Found::Problem(format!(
                     "could not open directory {}: {}",
@@ -152,7 +159,15 @@ fn walk_dir(
             }
         } else if ft.is_file() {
             if is_module_name(nb) {
-                vec![Found::Module(full)]
+                let key = if !stat {
+                    None
+                } else if let Some(m) = followed {
+                    Some(FileKey::of(&m))
+                } else {
+                    // A regular file (not a link): its own metadata is stat(2)'s.
+                    ent.metadata().ok().map(|m| FileKey::of(&m))
+                };
+                vec![Found::Module(full, key)]
             } else {
                 Vec::new()
             }
@@ -202,6 +217,7 @@ pub struct Walker<'a> {
     search: Vec<SearchEntry>,
     kept: Vec<Candidate>,
     by_name: HashMap<Vec<u8>, usize>,
+    stat: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -212,7 +228,15 @@ impl<'a> Walker<'a> {
             search: cfg.effective_search(),
             kept: Vec::new(),
             by_name: HashMap::new(),
+            stat: false,
         }
+    }
+
+    /// Take every module file's stat key during the walk (for the incremental cache): a
+    /// `statx` relative to the open directory, in the walk's parallel tasks, is much
+    /// cheaper than one by full path later.
+    pub fn stat_files(&mut self, on: bool) {
+        self.stat = on;
     }
 
     /// Walk MODDIR, then the external directories in reverse config order.
@@ -255,9 +279,12 @@ impl<'a> Walker<'a> {
         }
         // The tree is read in parallel (a subdirectory per task); the findings come back
         // in the order a one-thread walk meets them, and are applied in that order.
-        for found in walk_dir(self.cfg, dir, rd, &seen_dirs) {
+        for found in walk_dir(self.cfg, dir, rd, &seen_dirs, self.stat) {
             match found {
-                Found::Module(path) => self.offer(Candidate::new(path)),
+                Found::Module(path, key) => self.offer(Candidate {
+                    key,
+                    ..Candidate::new(path)
+                }),
                 Found::Problem(message) => sink.emit(Level::Error, message),
             }
         }
