@@ -498,3 +498,61 @@ fn cache_is_replaced_atomically_and_only_by_writing_runs() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     assert_eq!(t.check("all cached").from_cache, t.live().len());
 }
+
+/// A module file that is a symbolic link is keyed by the file it points to: when only the
+/// target changes (the link itself stays as it was), the module is read again.
+#[test]
+fn a_changed_symlink_target_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = dir.path().join("lib/modules").join(KVER);
+    fs::create_dir_all(md.join("kernel")).expect("mkdir");
+    let store = dir.path().join("store");
+    fs::create_dir_all(&store).expect("mkdir");
+    let target = store.join("real.ko");
+    let module = |sym: &str| {
+        synth::named("linked")
+            .export(sym)
+            .modinfo("alias", sym)
+            .build()
+    };
+    fs::write(&target, module("first_symbol")).expect("write");
+    std::os::unix::fs::symlink(&target, md.join("kernel/linked.ko")).expect("symlink");
+    fs::write(
+        md.join("kernel/user.ko"),
+        synth::named("user").needs("second_symbol").build(),
+    )
+    .expect("write");
+    settle();
+    let mut o = DepmodOptions::new(KVER);
+    o.basedir = dir.path().as_os_str().as_bytes().to_vec();
+    o.config_paths = Some(vec![dir.path().join("no-conf")]);
+    let run = |o: &DepmodOptions| {
+        let mut sink = Collect::default();
+        let s = depmod::run(o, &mut sink, &mut Vec::new(), &NoProgress).expect("depmod");
+        (s, fs::read(md.join("modules.dep")).expect("dep"))
+    };
+    let (s, dep) = run(&o);
+    assert_eq!(s.from_cache, 0);
+    assert_eq!(dep, b"kernel/linked.ko:\nkernel/user.ko:\n");
+    let (s, _) = run(&o);
+    assert_eq!(s.from_cache, 2, "both modules are cached");
+
+    // Only the target changes: rewritten in place, with its old mtime put back.
+    let link_before = fs::symlink_metadata(md.join("kernel/linked.ko")).expect("lstat");
+    let old = mtime(&target);
+    fs::write(&target, module("second_symbol")).expect("rewrite");
+    set_mtime(&target, old);
+    let link_after = fs::symlink_metadata(md.join("kernel/linked.ko")).expect("lstat");
+    assert_eq!(link_before.ino(), link_after.ino());
+    assert_eq!(link_before.mtime(), link_after.mtime());
+    let (s, dep) = run(&o);
+    assert_eq!(s.from_cache, 1, "the linked module is read again");
+    assert_eq!(
+        dep, b"kernel/linked.ko:\nkernel/user.ko: kernel/linked.ko\n",
+        "user now depends on the new export"
+    );
+    let mut full = o.clone();
+    full.use_cache = false;
+    let (_, fresh) = run(&full);
+    assert_eq!(dep, fresh);
+}
