@@ -628,3 +628,29 @@ fn outdir_receives_outputs() {
     assert!(p.exists());
     assert!(!t.moddir().join("modules.dep").exists());
 }
+
+/// A tree thousands of directories deep (deeper than a path can name) is walked without
+/// recursion: no stack overflow, and modules within reach are indexed.
+#[test]
+fn a_very_deep_tree_is_walked_in_constant_stack() {
+    let t = Tree::new();
+    t.put("kernel/top.ko", &synth::named("top").build());
+    let chain = |n: usize| "d/".repeat(n);
+    // 1000 levels below the module directory, then a second 1100-level chain moved to
+    // the bottom of the first (each rename names paths short enough; the result is not).
+    let deep = format!("kernel/{}", chain(1000));
+    t.put(&format!("{deep}deep.ko"), &synth::named("deep").build());
+    let other = t.base.join(format!("other/{}", chain(1100)));
+    fs::create_dir_all(&other).expect("mkdir");
+    fs::rename(t.base.join("other"), t.moddir().join(&deep).join("more"))
+        .expect("move the chain down");
+    // On the test thread (2 MiB of stack), as the tool runs it.
+    let mut sink = Collect::default();
+    depmod::run(&t.opts(), &mut sink, &mut Vec::new(), &NoProgress).expect("depmod");
+    let dep = fs::read_to_string(t.moddir().join("modules.dep")).expect("modules.dep");
+    assert!(dep.contains("kernel/top.ko:\n"), "{dep:.200}");
+    assert!(
+        dep.contains("/deep.ko:\n"),
+        "the module 1000 levels down is indexed"
+    );
+}

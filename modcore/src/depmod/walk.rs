@@ -92,9 +92,108 @@ enum Found {
     Problem(String),
 }
 
+/// The entries of a directory the walk looks at (not `.`, `..`, `build`, `source` or an
+/// excluded name), in readdir order.
+fn listing(cfg: &DepmodConfig, rd: std::fs::ReadDir) -> Vec<std::fs::DirEntry> {
+    rd.filter_map(Result::ok)
+        .filter(|ent| {
+            let name = ent.file_name();
+            let nb = name.as_bytes();
+            let skipped = nb == b"." || nb == b".." || nb == b"build" || nb == b"source";
+            !skipped && !cfg.excludes.iter().any(|x| x.as_slice() == nb)
+        })
+        .collect()
+}
+
+/// What one directory entry means for the walk.
+enum Step {
+    Found(Found),
+    /// A directory to walk: its path, its listing handle and its (device, inode).
+    Descend(Vec<u8>, std::fs::ReadDir, (u64, u64)),
+    Nothing,
+}
+
+/// Look at one entry of `dir`. `ancestors`: see [`walk_dir`].
+fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: bool) -> Step {
+    let name = ent.file_name();
+    let nb = name.as_bytes();
+    let mut full = dir.to_vec();
+    full.push(b'/');
+    full.extend_from_slice(nb);
+    let fpath = PathBuf::from(OsStr::from_bytes(&full));
+    // The type from readdir, or (symbolic links, file systems that do not say) from
+    // stat(2), which follows links.
+    let (ft, followed) = match ent.file_type() {
+        Ok(ft) if ft.is_file() || ft.is_dir() => (ft, None),
+        _ => match std::fs::metadata(&fpath) {
+            Ok(m) => (m.file_type(), Some(m)),
+            Err(e) => {
+                return Step::Found(Found::Problem(format!(
+                    "fstatat({}, {}): {}",
+                    fpath.display(),
+                    name.to_string_lossy(),
+                    crate::errno_text(&e)
+                )));
+            }
+        },
+    };
+    if ft.is_dir() {
+        let Ok(m) = std::fs::metadata(&fpath) else {
+            return Step::Nothing;
+        };
+        let id = (m.dev(), m.ino());
+        if ancestors.contains(&id) {
+            return Step::Found(Found::Problem(format!(
+                "{}: directory loop, not descending again",
+                fpath.display()
+            )));
+        }
+        match std::fs::read_dir(&fpath) {
+            Ok(rd) => Step::Descend(full, rd, id),
+            Err(e) => Step::Found(Found::Problem(format!(
+                "could not open directory {}: {}",
+                fpath.display(),
+                crate::errno_text(&e)
+            ))),
+        }
+    } else if ft.is_file() {
+        if !is_module_name(nb) {
+            return Step::Nothing;
+        }
+        let key = if !stat {
+            None
+        } else if let Some(m) = followed {
+            Some(FileKey::of(&m))
+        } else {
+            // A regular file (not a link): its own metadata is stat(2)'s.
+            ent.metadata().ok().map(|m| FileKey::of(&m))
+        };
+        Step::Found(Found::Module(full, key))
+    } else {
+        let kind = if ft.is_fifo() {
+            0o010000
+        } else if ft.is_char_device() {
+            0o020000
+        } else if ft.is_block_device() {
+            0o060000
+        } else if ft.is_socket() {
+            0o140000
+        } else {
+            0
+        };
+        Step::Found(Found::Problem(format!(
+            "unsupported file type {}: {:o}",
+            fpath.display(),
+            kind
+        )))
+    }
+}
+
 /// Everything under `dir` (whose entries `rd` lists), in readdir order, depth first.
 /// `ancestors` are the (device, inode) pairs of the directories above and of `dir`
-/// itself: meeting one of them again is a loop. Subdirectories are walked in parallel.
+/// itself: meeting one of them again is a loop. Near the top, subdirectories are walked
+/// in parallel; deeper down [`walk_serial`] goes on without recursion (a hostile tree can
+/// be thousands of directories deep).
 fn walk_dir(
     cfg: &DepmodConfig,
     dir: &[u8],
@@ -102,101 +201,25 @@ fn walk_dir(
     ancestors: &[(u64, u64)],
     stat: bool,
 ) -> Vec<Found> {
-    let entries: Vec<std::fs::DirEntry> = rd
-        .filter_map(Result::ok)
-        .filter(|ent| {
-            let name = ent.file_name();
-            let nb = name.as_bytes();
-            let skipped = nb == b"." || nb == b".." || nb == b"build" || nb == b"source";
-            !skipped && !cfg.excludes.iter().any(|x| x.as_slice() == nb)
-        })
-        .collect();
+    if ancestors.len() > PARALLEL_DEPTH {
+        return walk_serial(cfg, dir, rd, ancestors, stat);
+    }
+    let entries = listing(cfg, rd);
     let visit = |ent: &std::fs::DirEntry| -> Vec<Found> {
-        let name = ent.file_name();
-        let nb = name.as_bytes();
-        let mut full = dir.to_vec();
-        full.push(b'/');
-        full.extend_from_slice(nb);
-        let fpath = PathBuf::from(OsStr::from_bytes(&full));
-        // The type from readdir, or (symbolic links, file systems that do not say) from
-        // stat(2), which follows links.
-        let (ft, followed) = match ent.file_type() {
-            Ok(ft) if ft.is_file() || ft.is_dir() => (ft, None),
-            _ => match std::fs::metadata(&fpath) {
-                Ok(m) => (m.file_type(), Some(m)),
-                Err(e) => {
-                    return vec![Found::Problem(format!(
-                        "fstatat({}, {}): {}",
-                        fpath.display(),
-                        name.to_string_lossy(),
-                        crate::errno_text(&e)
-                    ))];
-                }
-            },
-        };
-        if ft.is_dir() {
-            let Ok(m) = std::fs::metadata(&fpath) else {
-                return Vec::new();
-            };
-            let id = (m.dev(), m.ino());
-            if ancestors.contains(&id) {
-                return vec![Found::Problem(format!(
-                    "{}: directory loop, not descending again",
-                    fpath.display()
-                ))];
+        match step(dir, ent, ancestors, stat) {
+            Step::Found(f) => vec![f],
+            Step::Nothing => Vec::new(),
+            Step::Descend(full, rd, id) => {
+                let mut below = ancestors.to_vec();
+                below.push(id);
+                walk_dir(cfg, &full, rd, &below, stat)
             }
-            match std::fs::read_dir(&fpath) {
-                Ok(rd) => {
-                    let mut below = ancestors.to_vec();
-                    below.push(id);
-                    walk_dir(cfg, &full, rd, &below, stat)
-                }
-                Err(e) => vec![Found::Problem(format!(
-                    "could not open directory {}: {}",
-                    fpath.display(),
-                    crate::errno_text(&e)
-                ))],
-            }
-        } else if ft.is_file() {
-            if is_module_name(nb) {
-                let key = if !stat {
-                    None
-                } else if let Some(m) = followed {
-                    Some(FileKey::of(&m))
-                } else {
-                    // A regular file (not a link): its own metadata is stat(2)'s.
-                    ent.metadata().ok().map(|m| FileKey::of(&m))
-                };
-                vec![Found::Module(full, key)]
-            } else {
-                Vec::new()
-            }
-        } else {
-            let kind = if ft.is_fifo() {
-                0o010000
-            } else if ft.is_char_device() {
-                0o020000
-            } else if ft.is_block_device() {
-                0o060000
-            } else if ft.is_socket() {
-                0o140000
-            } else {
-                0
-            };
-            vec![Found::Problem(format!(
-                "unsupported file type {}: {:o}",
-                fpath.display(),
-                kind
-            ))]
         }
     };
-    // Files need no task of their own; a directory with subdirectories fans out, near
-    // the top only (the real trees are a few levels deep; below that the recursion goes
-    // on in the same task, so a hostile, thousands-deep tree costs little stack).
-    let fan_out = ancestors.len() <= PARALLEL_DEPTH
-        && entries
-            .iter()
-            .any(|e| e.file_type().map_or(true, |ft| !ft.is_file()));
+    // Files need no task of their own; a directory with subdirectories fans out.
+    let fan_out = entries
+        .iter()
+        .any(|e| e.file_type().map_or(true, |ft| !ft.is_file()));
     if fan_out {
         entries
             .par_iter()
@@ -208,6 +231,36 @@ fn walk_dir(
     } else {
         entries.iter().flat_map(visit).collect()
     }
+}
+
+/// [`walk_dir`] with an explicit stack: the same results in the same order, in constant
+/// stack space.
+fn walk_serial(
+    cfg: &DepmodConfig,
+    dir: &[u8],
+    rd: std::fs::ReadDir,
+    ancestors: &[(u64, u64)],
+    stat: bool,
+) -> Vec<Found> {
+    let mut out = Vec::new();
+    let mut path = ancestors.to_vec();
+    let mut stack = vec![(dir.to_vec(), listing(cfg, rd).into_iter())];
+    while let Some((d, entries)) = stack.last_mut() {
+        let Some(ent) = entries.next() else {
+            stack.pop();
+            path.pop();
+            continue;
+        };
+        match step(d, &ent, &path, stat) {
+            Step::Found(f) => out.push(f),
+            Step::Nothing => {}
+            Step::Descend(full, rd, id) => {
+                path.push(id);
+                stack.push((full, listing(cfg, rd).into_iter()));
+            }
+        }
+    }
+    out
 }
 
 /// Collects candidates and applies the duplicate priority rules.
