@@ -56,6 +56,76 @@ impl GetoptError {
 }
 
 /// glibc's message for a command-line error; `argv0` exactly as invoked.
+/// How a command line that clap refused is answered (see [`clap_failure`]).
+#[cfg(feature = "clap")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliFailure {
+    /// `-h`/`--help`: the help text, for stdout, exit 0.
+    Help(String),
+    /// getopt's message (or clap's own for anything getopt has no words for), for
+    /// stderr, exit 1.
+    Error(String),
+}
+
+/// Turn clap's error into kmod's: getopt's wording for unknown options (long ones
+/// abbreviated as getopt allows, `longs` being the tool's long option names), missing and
+/// unexpected option arguments.
+#[cfg(feature = "clap")]
+pub fn clap_failure(
+    argv0: &str,
+    argv: &[std::ffi::OsString],
+    e: clap::Error,
+    longs: &[&str],
+) -> CliFailure {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return CliFailure::Help(e.render().to_string());
+    }
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    let g = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with("--") => {
+            // getopt names an unknown long option as typed, `=value` included.
+            let typed = argv
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .find(|a| {
+                    *a == arg
+                        || a.strip_prefix(arg.as_str())
+                            .is_some_and(|r| r.starts_with('='))
+                })
+                .map_or_else(|| arg.clone(), |a| a.into_owned());
+            match GetoptError::unknown_long(&arg, longs) {
+                GetoptError::Unknown(_) => GetoptError::Unknown(typed),
+                other => other,
+            }
+        }
+        ErrorKind::UnknownArgument => GetoptError::Unknown(arg),
+        ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues => {
+            // The option as typed: the last argument (a value-less option at the end).
+            let typed = argv
+                .last()
+                .map(|a| a.to_string_lossy().into_owned())
+                .filter(|a| a.starts_with('-'))
+                .unwrap_or(arg);
+            GetoptError::MissingArgument(typed)
+        }
+        ErrorKind::TooManyValues | ErrorKind::NoEquals => {
+            // clap shows the option with a value placeholder ("--force..."); getopt
+            // names the option alone.
+            let name = arg.trim_end_matches("...").to_string();
+            GetoptError::UnexpectedArgument(name)
+        }
+        _ => return CliFailure::Error(e.render().to_string().trim_end().to_string()),
+    };
+    CliFailure::Error(getopt_message(argv0, &g))
+}
+
 pub fn getopt_message(argv0: &str, e: &GetoptError) -> String {
     match e {
         GetoptError::Unknown(a) if a.starts_with("--") => {

@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
-use modcore::cliutil::{self, GetoptError};
+use modcore::cliutil;
 use modcore::diag::{Level, Sink};
 use modcore::kernel::{Kernel, LinuxKernel};
 use modcore::modinfo_tool::{self, Moddir, RenderError, RenderOptions};
@@ -160,35 +160,10 @@ const LONG_OPTIONS: &[&str] = &[
 ];
 
 fn clap_failure(argv0: &str, argv: &[OsString], e: clap::Error) -> Parsed {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            return Parsed::Help(e.render().to_string())
-        }
-        _ => {}
+    match cliutil::clap_failure(argv0, argv, e, LONG_OPTIONS) {
+        cliutil::CliFailure::Help(h) => Parsed::Help(h),
+        cliutil::CliFailure::Error(m) => Parsed::Error(m),
     }
-    let arg = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or("").to_string(),
-        _ => String::new(),
-    };
-    let g = match e.kind() {
-        ErrorKind::UnknownArgument if arg.starts_with("--") => {
-            GetoptError::unknown_long(&arg, LONG_OPTIONS)
-        }
-        ErrorKind::UnknownArgument => GetoptError::Unknown(arg),
-        ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues => {
-            // The option as typed: the last argument (a value-less option at the end).
-            let typed = argv
-                .last()
-                .map(|a| a.to_string_lossy().into_owned())
-                .filter(|a| a.starts_with('-'))
-                .unwrap_or(arg);
-            GetoptError::MissingArgument(typed)
-        }
-        ErrorKind::TooManyValues | ErrorKind::NoEquals => GetoptError::UnexpectedArgument(arg),
-        _ => return Parsed::Error(e.render().to_string().trim_end().to_string()),
-    };
-    Parsed::Error(cliutil::getopt_message(argv0, &g))
 }
 
 /// Everything the tool touches, so tests can substitute fixtures.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser};
 use modcore::autoclean::{self, Outcome};
-use modcore::cliutil::{self, GetoptError, Syslog};
+use modcore::cliutil::{self, Syslog};
 use modcore::diag::{show, Level, Sink};
 use modcore::explain::{self, Context, RemoveFailure, Tool};
 use modcore::index::IndexFile;
@@ -123,28 +123,10 @@ pub fn parse_args(argv: &[OsString]) -> Parsed {
 }
 
 fn clap_failure(argv0: &str, argv: &[OsString], e: clap::Error) -> Parsed {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if e.kind() == ErrorKind::DisplayHelp {
-        return Parsed::Help(e.render().to_string());
+    match cliutil::clap_failure(argv0, argv, e, LONG_OPTIONS) {
+        cliutil::CliFailure::Help(h) => Parsed::Help(h),
+        cliutil::CliFailure::Error(m) => Parsed::Error(m),
     }
-    let arg = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or("").to_string(),
-        _ => String::new(),
-    };
-    let g = match e.kind() {
-        ErrorKind::UnknownArgument if arg.starts_with("--") => {
-            GetoptError::unknown_long(&arg, LONG_OPTIONS)
-        }
-        ErrorKind::UnknownArgument => GetoptError::Unknown(arg),
-        ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues => GetoptError::MissingArgument(
-            argv.last()
-                .map(|a| a.to_string_lossy().into_owned())
-                .unwrap_or(arg),
-        ),
-        ErrorKind::TooManyValues | ErrorKind::NoEquals => GetoptError::UnexpectedArgument(arg),
-        _ => return Parsed::Error(e.render().to_string().trim_end().to_string()),
-    };
-    Parsed::Error(cliutil::getopt_message(argv0, &g))
 }
 
 /// Everything rmmod touches, so tests can substitute fixtures.

@@ -271,6 +271,23 @@ fn usage_errors() {
         (r.code, r.err.as_str()),
         (1, "rmmod: invalid option -- 'Z'\n")
     );
+    // getopt's words (kmod 30's, checked against it): the option's name without the
+    // value; an unknown long option as typed.
+    let r = rmmod(&sys, &k, &["--version=1"]);
+    assert_eq!(
+        (r.code, r.err.as_str()),
+        (1, "rmmod: option '--version' doesn't allow an argument\n")
+    );
+    let r = rmmod(&sys, &k, &["--forc=1"]);
+    assert_eq!(
+        (r.code, r.err.as_str()),
+        (1, "rmmod: option '--force' doesn't allow an argument\n")
+    );
+    let r = rmmod(&sys, &k, &["--bogus=3", "x"]);
+    assert_eq!(
+        (r.code, r.err.as_str()),
+        (1, "rmmod: unrecognized option '--bogus=3'\n")
+    );
     let r = rmmod(&sys, &k, &["--idle=5", "x"]);
     assert_eq!(
         (r.code, r.err.as_str()),
