@@ -41,10 +41,17 @@ pub fn normalize_alias(alias: &[u8]) -> Result<Vec<u8>, AliasError> {
     let mut out = Vec::with_capacity(alias.len());
     let mut i = 0;
     while i < alias.len() {
-        match alias[i] {
-            b'-' => out.push(b'_'),
-            b']' => return Err(AliasError::UnmatchedBracket),
-            b'[' => {
+        // Copy up to the next byte that needs a look, in one piece.
+        let plain = alias[i..]
+            .iter()
+            .position(|&b| matches!(b, b'-' | b'[' | b']'))
+            .unwrap_or(alias.len() - i);
+        out.extend_from_slice(&alias[i..i + plain]);
+        i += plain;
+        match alias.get(i) {
+            None => break,
+            Some(b'-') => out.push(b'_'),
+            Some(b'[') => {
                 let close = alias[i..]
                     .iter()
                     .position(|&b| b == b']')
@@ -52,7 +59,7 @@ pub fn normalize_alias(alias: &[u8]) -> Result<Vec<u8>, AliasError> {
                 out.extend_from_slice(&alias[i..=i + close]);
                 i += close;
             }
-            b => out.push(b),
+            Some(_) => return Err(AliasError::UnmatchedBracket),
         }
         i += 1;
     }

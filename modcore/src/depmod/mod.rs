@@ -740,7 +740,7 @@ fn read_all(
     slots
         .into_iter()
         .map(|g| {
-            g.unwrap_or(Got {
+            g.unwrap_or_else(|| Got {
                 res: Err(crate::kernel::strerror(nix::errno::Errno::EIO as i32)),
                 key: None,
                 hit: false,

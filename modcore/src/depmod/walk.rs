@@ -269,7 +269,7 @@ pub struct Walker<'a> {
     cfg: &'a DepmodConfig,
     search: Vec<SearchEntry>,
     kept: Vec<Candidate>,
-    by_name: HashMap<Vec<u8>, usize>,
+    by_name: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
     stat: bool,
 }
 
@@ -280,7 +280,7 @@ impl<'a> Walker<'a> {
             cfg,
             search: cfg.effective_search(),
             kept: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             stat: false,
         }
     }

@@ -145,7 +145,9 @@ impl IndexBuilder {
     /// Keys and values holding NUL or bytes ≥ 0x80 are accepted here but make
     /// [`write`](Self::write) fail; so do keys or values of 4 GiB or more.
     pub fn insert(&mut self, key: &[u8], value: &[u8], priority: u32) -> bool {
-        if self.bad.is_none() {
+        // (is_ascii and contains are vectorised; the byte is only looked for on failure)
+        let clean = |s: &[u8]| s.is_ascii() && !s.contains(&0);
+        if self.bad.is_none() && !(clean(key) && clean(value)) {
             for s in [key, value] {
                 if let Some(&b) = s.iter().find(|&&b| b == 0 || b >= 0x80) {
                     self.bad = Some((b, s.to_vec()));
@@ -198,14 +200,31 @@ impl IndexBuilder {
     /// first among equal priorities: each value goes before the first one of equal or
     /// higher priority), the distinct keys and the trie over them.
     fn sorted(&self) -> Sorted {
-        let mut order: Vec<u32> = (0..self.records.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (ra, rb) = (&self.records[a as usize], &self.records[b as usize]);
-            self.key_of(ra)
-                .cmp(self.key_of(rb))
-                .then(ra.priority.cmp(&rb.priority))
-                .then(b.cmp(&a))
+        // Each record is tagged with its key's first 16 bytes (big-endian, zero-padded):
+        // comparing those orders most pairs without touching the arena; equal tags fall
+        // back to the whole key (a zero pad never decides, as keys may be prefixes).
+        let mut tagged: Vec<(u128, u32)> = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let k = self.key_of(r);
+                let mut head = [0u8; 16];
+                let n = k.len().min(16);
+                head[..n].copy_from_slice(&k[..n]);
+                (u128::from_be_bytes(head), i as u32)
+            })
+            .collect();
+        tagged.sort_unstable_by(|&(ha, a), &(hb, b)| {
+            ha.cmp(&hb).then_with(|| {
+                let (ra, rb) = (&self.records[a as usize], &self.records[b as usize]);
+                self.key_of(ra)
+                    .cmp(self.key_of(rb))
+                    .then(ra.priority.cmp(&rb.priority))
+                    .then(b.cmp(&a))
+            })
         });
+        let order: Vec<u32> = tagged.into_iter().map(|(_, i)| i).collect();
         let mut keys: Vec<(u32, u32)> = Vec::new();
         // The bytes of each distinct key, in key order (the trie walk below reads them
         // many times).
