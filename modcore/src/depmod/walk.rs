@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A module file that survived the walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,7 @@ fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: boo
     let mut full = dir.to_vec();
     full.push(b'/');
     full.extend_from_slice(nb);
-    let fpath = PathBuf::from(OsStr::from_bytes(&full));
+    let fpath = Path::new(OsStr::from_bytes(&full));
     // The type from readdir, or (symbolic links, file systems that do not say) from
     // stat(2), which follows links.
     let (ft, followed) = match ent.file_type() {
@@ -205,14 +205,15 @@ fn walk_dir(
         return walk_serial(cfg, dir, rd, ancestors, stat);
     }
     let entries = listing(cfg, rd);
-    let visit = |ent: &std::fs::DirEntry| -> Vec<Found> {
+    // Each entry gives nothing, one finding, or a subtree's findings.
+    let visit = |ent: &std::fs::DirEntry| -> (Option<Found>, Vec<Found>) {
         match step(dir, ent, ancestors, stat) {
-            Step::Found(f) => vec![f],
-            Step::Nothing => Vec::new(),
+            Step::Found(f) => (Some(f), Vec::new()),
+            Step::Nothing => (None, Vec::new()),
             Step::Descend(full, rd, id) => {
                 let mut below = ancestors.to_vec();
                 below.push(id);
-                walk_dir(cfg, &full, rd, &below, stat)
+                (None, walk_dir(cfg, &full, rd, &below, stat))
             }
         }
     };
@@ -220,17 +221,17 @@ fn walk_dir(
     let fan_out = entries
         .iter()
         .any(|e| e.file_type().map_or(true, |ft| !ft.is_file()));
-    if fan_out {
-        entries
-            .par_iter()
-            .map(visit)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .flatten()
-            .collect()
+    let visited: Vec<(Option<Found>, Vec<Found>)> = if fan_out {
+        entries.par_iter().map(visit).collect()
     } else {
-        entries.iter().flat_map(visit).collect()
+        entries.iter().map(visit).collect()
+    };
+    let mut out = Vec::with_capacity(visited.len());
+    for (one, many) in visited {
+        out.extend(one);
+        out.extend(many);
     }
+    out
 }
 
 /// [`walk_dir`] with an explicit stack: the same results in the same order, in constant
