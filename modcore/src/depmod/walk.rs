@@ -125,7 +125,7 @@ fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: boo
     // stat(2), which follows links.
     let (ft, followed) = match ent.file_type() {
         Ok(ft) if ft.is_file() || ft.is_dir() => (ft, None),
-        _ => match std::fs::metadata(&fpath) {
+        _ => match std::fs::metadata(fpath) {
             Ok(m) => (m.file_type(), Some(m)),
             Err(e) => {
                 return Step::Found(Found::Problem(format!(
@@ -138,7 +138,7 @@ fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: boo
         },
     };
     if ft.is_dir() {
-        let Ok(m) = std::fs::metadata(&fpath) else {
+        let Ok(m) = std::fs::metadata(fpath) else {
             return Step::Nothing;
         };
         let id = (m.dev(), m.ino());
@@ -148,7 +148,7 @@ fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: boo
                 fpath.display()
             )));
         }
-        match std::fs::read_dir(&fpath) {
+        match std::fs::read_dir(fpath) {
             Ok(rd) => Step::Descend(full, rd, id),
             Err(e) => Step::Found(Found::Problem(format!(
                 "could not open directory {}: {}",
