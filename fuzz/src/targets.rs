@@ -44,6 +44,7 @@ pub const TARGETS: &[Target] = &[
     ("depmod_config", depmod_config),
     ("depmod_inputs", depmod_inputs),
     ("index", index),
+    ("index_writer", index_writer),
     ("kernelsyms", kernelsyms),
     ("modprobe_conf", modprobe_conf),
     ("module", module),
@@ -181,6 +182,42 @@ pub fn index(data: &[u8]) {
         }
     }
     let _ = ix.for_each(|_, _| {});
+}
+
+/// The index writer: every line of the input is `key<TAB>value` (no tab: an empty value),
+/// inserted with a priority taken from the line number. Both layouts must either be refused
+/// (bad bytes) or read back with every key holding exactly its values, in the order the
+/// builder reports.
+pub fn index_writer(data: &[u8]) {
+    use modcore::index::{Index, IndexBuilder, Layout};
+    let mut b = IndexBuilder::new();
+    let mut inserted = 0usize;
+    for (i, line) in data.split(|&c| c == b'\n').enumerate().take(4096) {
+        let (key, value) = match line.iter().position(|&c| c == b'\t') {
+            Some(t) => (&line[..t], &line[t + 1..]),
+            None => (line, &b""[..]),
+        };
+        let _ = b.insert(key, value, (i % 7) as u32);
+        inserted += 1;
+    }
+    assert_eq!(b.value_count(), inserted);
+    let entries = b.entries();
+    for layout in [Layout::PostOrder, Layout::PreOrder] {
+        let Ok(bytes) = b.write(layout) else {
+            continue;
+        };
+        let ix = Index::new(&bytes).expect("the writer wrote an index the reader refuses");
+        for (key, values) in &entries {
+            let got = ix
+                .get(key)
+                .expect("lookup of a written key failed")
+                .expect("a written key is missing");
+            let got: Vec<(u32, &[u8])> = got.iter().map(|v| (v.priority, v.value)).collect();
+            let want: Vec<(u32, &[u8])> = values.iter().map(|(p, v)| (*p, &v[..])).collect();
+            assert_eq!(got, want, "values of a key");
+        }
+        assert_eq!(ix.iter().count(), entries.len(), "keys in the index");
+    }
 }
 
 /// depmod -F System.map and -E Module.symvers parsing, with and without a prefix.
