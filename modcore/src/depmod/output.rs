@@ -34,6 +34,15 @@ fn modinfo_values<'a>(m: ModView<'a>, key: &'a [u8]) -> impl Iterator<Item = &'a
 }
 
 impl<'a> Outputs<'a> {
+    /// A builder that finds duplicate values only when they are reported (`-w`).
+    fn index_builder(&self) -> IndexBuilder {
+        if self.warn_dups {
+            IndexBuilder::new()
+        } else {
+            IndexBuilder::unchecked()
+        }
+    }
+
     /// modules.dep lines (without trailing newline), one per module in module order.
     pub fn dep_lines(&self) -> Vec<Vec<u8>> {
         let n = self.mods.len();
@@ -77,7 +86,7 @@ impl<'a> Outputs<'a> {
         lines: &[Vec<u8>],
         sink: &mut dyn Sink,
     ) -> Result<Vec<u8>, WriteError> {
-        let mut idx = IndexBuilder::new();
+        let mut idx = self.index_builder();
         for (i, (m, l)) in self.mods.iter().zip(lines).enumerate() {
             if idx.insert(m.modname, l, i as u32) && self.warn_dups {
                 sink.emit(
@@ -104,7 +113,7 @@ impl<'a> Outputs<'a> {
     }
 
     pub fn modules_alias_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
-        let mut idx = IndexBuilder::new();
+        let mut idx = self.index_builder();
         for (i, m) in self.mods.iter().enumerate() {
             for a in modinfo_values(m.data, b"alias") {
                 match normalize_alias(a) {
@@ -185,7 +194,7 @@ impl<'a> Outputs<'a> {
     }
 
     pub fn modules_symbols_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
-        let mut idx = IndexBuilder::new();
+        let mut idx = self.index_builder();
         for (name, owner) in self.owned_symbols() {
             let mut key = b"symbol:".to_vec();
             key.extend_from_slice(name);
@@ -290,7 +299,7 @@ pub fn builtin_bin(
     layout: Layout,
     sink: &mut dyn Sink,
 ) -> Result<Vec<u8>, WriteError> {
-    let mut idx = IndexBuilder::new();
+    let mut idx = IndexBuilder::unchecked();
     for line in split_lines_keep_nl(data, 4095) {
         if !line.first().is_some_and(|b| b.is_ascii_alphabetic()) {
             sink.emit(
@@ -327,7 +336,7 @@ pub fn builtin_alias_bin(
     layout: Layout,
     sink: &mut dyn Sink,
 ) -> Result<Vec<u8>, WriteError> {
-    let mut idx = IndexBuilder::new();
+    let mut idx = IndexBuilder::unchecked();
     let mut pos = 0usize;
     let n = data.len();
     'records: while pos < n {

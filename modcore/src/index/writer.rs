@@ -87,6 +87,8 @@ pub struct IndexBuilder {
     bad: Option<(u8, Vec<u8>)>,
     /// A key or value of 4 GiB or more was inserted (and dropped).
     oversized: bool,
+    /// Look for duplicate values at all (see [`IndexBuilder::unchecked`]).
+    check_duplicates: bool,
 }
 
 impl Default for IndexBuilder {
@@ -105,6 +107,16 @@ impl IndexBuilder {
             previous: Vec::new(),
             bad: None,
             oversized: false,
+            check_duplicates: true,
+        }
+    }
+
+    /// An empty index whose [`insert`](Self::insert) never reports duplicates, and so
+    /// does not pay for finding them (depmod without `-w`). The file is the same.
+    pub fn unchecked() -> Self {
+        IndexBuilder {
+            check_duplicates: false,
+            ..Self::new()
         }
     }
 
@@ -161,6 +173,20 @@ impl IndexBuilder {
             self.oversized = true;
             return false;
         };
+        let start = self.bytes.len();
+        let record = Record {
+            key: start,
+            key_len,
+            value: start + key.len(),
+            value_len,
+            priority,
+        };
+        if !self.check_duplicates {
+            self.bytes.extend_from_slice(key);
+            self.bytes.extend_from_slice(value);
+            self.records.push(record);
+            return false;
+        }
         let id = self.records.len() as u32;
         let hash = {
             use std::hash::{BuildHasher, Hasher};
@@ -183,16 +209,9 @@ impl IndexBuilder {
         }
         self.latest.insert(hash, id);
         self.previous.push(head);
-        let start = self.bytes.len();
         self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value);
-        self.records.push(Record {
-            key: start,
-            key_len,
-            value: start + key.len(),
-            value_len,
-            priority,
-        });
+        self.records.push(record);
         duplicate
     }
 
@@ -226,9 +245,11 @@ impl IndexBuilder {
         });
         let order: Vec<u32> = tagged.into_iter().map(|(_, i)| i).collect();
         let mut keys: Vec<(u32, u32)> = Vec::new();
-        // The bytes of each distinct key, in key order (the trie walk below reads them
-        // many times).
-        let mut key_bytes: Vec<&[u8]> = Vec::new();
+        // The distinct keys, copied one after the other in key order: the trie walk
+        // below reads them many times, range by range, and in insertion order they would
+        // be scattered over the arena (a cache miss per key and level).
+        let mut sorted_bytes: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
         let mut lo = 0usize;
         while lo < order.len() {
             let k = self.key_of(&self.records[order[lo] as usize]);
@@ -237,9 +258,18 @@ impl IndexBuilder {
                 hi += 1;
             }
             keys.push((lo as u32, hi as u32));
-            key_bytes.push(k);
+            sorted_bytes.extend_from_slice(k);
+            ends.push(sorted_bytes.len());
             lo = hi;
         }
+        let key_bytes: Vec<&[u8]> = ends
+            .iter()
+            .scan(0usize, |start, &end| {
+                let k = &sorted_bytes[*start..end];
+                *start = end;
+                Some(k)
+            })
+            .collect();
         let key = |k: u32| key_bytes[k as usize];
 
         let mut nodes = vec![Node {
@@ -516,6 +546,27 @@ mod tests {
         assert_eq!(vals, vec![(1, &b"b"[..]), (2, b"c"), (2, b"a"), (5, b"a")]);
         assert_eq!(b.key_count(), 1);
         assert_eq!(b.value_count(), 4);
+    }
+
+    #[test]
+    fn unchecked_writes_the_same_file_and_reports_nothing() {
+        let mut a = IndexBuilder::new();
+        let mut b = IndexBuilder::unchecked();
+        let mut reported = (0, 0);
+        for (k, v, p) in [
+            ("k", "a", 2),
+            ("k", "a", 1),
+            ("kx", "b", 0),
+            ("", "c", 3),
+            ("k", "a", 2),
+        ] {
+            reported.0 += usize::from(a.insert(k.as_bytes(), v.as_bytes(), p));
+            reported.1 += usize::from(b.insert(k.as_bytes(), v.as_bytes(), p));
+        }
+        assert_eq!(reported, (2, 0));
+        for layout in [Layout::PostOrder, Layout::PreOrder] {
+            assert_eq!(a.write(layout).unwrap(), b.write(layout).unwrap());
+        }
     }
 
     #[test]
