@@ -575,11 +575,27 @@ pub fn read_module_file_with(path: &Path, decoders: Decoders) -> Result<ModuleIm
         // Not a regular file (its size is not meaningful): nothing to map.
         return Err(dec_err(CompressError::TooShort { len: 0 }));
     }
-    // The size only sizes the buffer (the file may change while it is read); a file
-    // that grows is read to its end, bounded by what the file system hands out.
-    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    // No module comes near the limit (a few tens of MiB at most); a (sparse) file
+    // claiming more is refused before anything is allocated, and one that grows while it
+    // is read is cut off there.
+    let too_big = || {
+        io_err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EFBIG as i32,
+        ))
+    };
+    let limit = MAX_DECOMPRESSED_LEN as u64;
+    if size > limit {
+        return Err(too_big());
+    }
+    let mut data = Vec::with_capacity(size as usize + 1);
     data.extend_from_slice(&head);
-    file.read_to_end(&mut data).map_err(io_err)?;
+    Read::by_ref(&mut file)
+        .take(limit + 1 - MIN_FILE_LEN as u64)
+        .read_to_end(&mut data)
+        .map_err(io_err)?;
+    if data.len() as u64 > limit {
+        return Err(too_big());
+    }
     let compression = detect_with(&data, decoders);
     if compression == Compression::None {
         return Ok(ModuleImage { data, compression });

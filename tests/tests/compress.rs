@@ -269,6 +269,21 @@ fn read_compressed_files_by_content_not_name() {
     assert_eq!(&*img, &synth::gzip(&plain)[..]);
 }
 
+/// A (sparse) file of 2 GiB is refused with EFBIG: no module is that big, and reading
+/// one whole would take that much memory.
+#[test]
+fn a_huge_module_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("huge.ko");
+    let f = std::fs::File::create(&p).expect("create");
+    std::io::Write::write_all(&mut &f, &sample()).expect("write");
+    f.set_len(2 << 30).expect("extend (sparse)");
+    let err = compress::read_module_file(&p).expect_err("2 GiB");
+    assert_eq!(err.errno(), 27); // EFBIG
+    assert_eq!(err.path(), p);
+    assert!(err.to_string().contains("huge.ko"), "{err}");
+}
+
 #[test]
 fn read_errors_carry_path_and_errno() {
     let dir = tempfile::tempdir().expect("tempdir");
