@@ -82,7 +82,10 @@ const TEST_STEPS: &[(&str, Step)] = &[
         "cargo test --workspace",
         Step::Cargo(&["test", "--workspace"]),
     ),
-    ("cargo xtask fuzz --seconds 20 --seed 1", Step::Xtask(fuzz::run_ci)),
+    (
+        "cargo xtask fuzz --seconds 20 --seed 1",
+        Step::Xtask(fuzz::run_ci),
+    ),
     ("cargo xtask compat", Step::Xtask(compat::run)),
     ("cargo xtask vm-test", Step::Xtask(vm::run_tests)),
 ];
