@@ -3,3 +3,4 @@
 pub mod fixtures;
 pub mod simkernel;
 pub mod synth;
+pub mod tools;

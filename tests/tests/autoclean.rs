@@ -9,6 +9,7 @@ use modcore::autoclean::{self, Registry};
 use modcore::kernel::{Errno, Kernel, LoadFlags};
 use tests::fixtures::System;
 use tests::simkernel::SimKernel;
+use tests::tools;
 
 const KVER: &str = "6.1.0-test";
 
@@ -25,22 +26,9 @@ fn tree() -> System {
 }
 
 fn insmod_k(sys: &System, k: &SimKernel, rel: &str, now: u64) {
-    let env = insmod::Env {
-        root: sys.root(),
-        kernel: k,
-        now,
-        euid: Some(0),
-        machine: None,
-    };
     let path = sys.moddir().join(rel);
-    let argv = vec![
-        OsString::from("insmod"),
-        OsString::from("-k"),
-        path.into_os_string(),
-    ];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = insmod::run(&argv, &env, &mut out, &mut err);
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let r = tools::insmod(sys, k, now, &["-k", &path.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.err);
 }
 
 fn load_plain(sys: &System, k: &SimKernel, rel: &str) {
@@ -278,20 +266,8 @@ fn modprobe_k_records_every_module_it_loads() {
     let sys = tree();
     let k = sys.kernel();
     load_plain(&sys, &k, "kernel/fs/nls/nls_utf8.ko");
-    let argv: Vec<OsString> = ["modprobe", "-k", "vfat"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modprobe::run_args(
-        &argv,
-        &modprobe::Env::default(),
-        sys.root(),
-        &k,
-        &mut out,
-        &mut err,
-    );
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let r = tools::modprobe(&sys, &k, &["-k", "vfat"]);
+    assert_eq!(r.code, 0, "{}", r.err);
     assert_eq!(sorted(recorded(&sys)), vec!["fat", "vfat"]);
     let (code, err) = rmmod(&sys, &k, &["--all", "--idle=0"], 1000);
     assert_eq!(code, 0, "{err}");

@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,6 +24,7 @@ use modcore::diag::{Collect, Level};
 use modcore::index::IndexFile;
 use tests::fixtures::System;
 use tests::synth::{self, HeaderField, SectionField, SynthModule, Target};
+use tests::tools::{self, Outcome};
 
 const KVER: &str = "6.1.0-test";
 const MD: &str = "/lib/modules/6.1.0-test";
@@ -32,12 +32,6 @@ const MD: &str = "/lib/modules/6.1.0-test";
 // ------------------------------------------------------------------------------------
 // Reporting
 // ------------------------------------------------------------------------------------
-
-struct Outcome {
-    code: u8,
-    out: String,
-    err: String,
-}
 
 fn row(input: &str, tool: &str, code: impl std::fmt::Display, message: &str) {
     let first = message.lines().next().unwrap_or("").replace('|', "\\|");
@@ -469,61 +463,12 @@ fn depmod_indexes_every_good_module_despite_bad_files() {
     assert!(summary.unreadable >= 16, "{summary:?}");
 }
 
-fn modinfo_run(sys: &System, args: &[&str]) -> Outcome {
-    let k = sys.kernel();
-    let env = modinfo::Env {
-        root: sys.root(),
-        kernel: &k,
-    };
-    let mut argv = vec![OsString::from("modinfo")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modinfo::run(&argv, &env, &mut out, &mut err);
-    Outcome {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
-}
-
 fn insmod_run(sys: &System, args: &[&str]) -> Outcome {
-    let k = sys.kernel();
-    let env = insmod::Env {
-        root: sys.root(),
-        kernel: &k,
-        now: 1_000,
-        euid: Some(0),
-        machine: Some("x86_64".into()),
-    };
-    let mut argv = vec![OsString::from("insmod")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = insmod::run(&argv, &env, &mut out, &mut err);
-    Outcome {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
+    tools::insmod(sys, &sys.kernel(), 1_000, args)
 }
 
 fn modprobe_run(sys: &System, args: &[&str]) -> Outcome {
-    let k = sys.kernel();
-    let mut argv = vec![OsString::from("modprobe")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modprobe::run_args(
-        &argv,
-        &modprobe::Env::default(),
-        sys.root(),
-        &k,
-        &mut out,
-        &mut err,
-    );
-    Outcome {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
+    tools::modprobe(sys, &sys.kernel(), args)
 }
 
 /// Runs `f` on another thread; `None` if it has not finished after `secs` (the thread
@@ -558,7 +503,7 @@ fn tools_report_bad_module_files() {
             let s = sys.clone();
             let p = shown.clone();
             let r = with_timeout(10, move || match tool {
-                "modinfo" => modinfo_run(&s, &[&p]),
+                "modinfo" => tools::modinfo(&s, &[&p]),
                 _ => insmod_run(&s, &[&p]),
             });
             let Some(r) = r else {
@@ -808,7 +753,7 @@ fn index_files_cut_short_or_with_bad_magic() {
                         r.err
                     );
                 }
-                let r = modinfo_run(&sys, &[q]);
+                let r = tools::modinfo(&sys, &[q]);
                 row(
                     &input,
                     &format!("modinfo {q}"),
@@ -854,17 +799,7 @@ fn tree_with_dep_entry(path: &str) -> System {
 fn index_path_leaving_the_module_directory_is_refused() {
     let sys = tree_with_dep_entry("../../../tmp/evil.ko");
     let k = sys.kernel();
-    let argv = [OsString::from("modprobe"), OsString::from("vfat")];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modprobe::run_args(
-        &argv,
-        &modprobe::Env::default(),
-        sys.root(),
-        &k,
-        &mut out,
-        &mut err,
-    );
-    let err = String::from_utf8_lossy(&err).into_owned();
+    let Outcome { code, err, .. } = tools::modprobe(&sys, &k, &["vfat"]);
     row(
         "modules.dep.bin entry ../../../tmp/evil.ko for vfat",
         "modprobe vfat",
@@ -884,17 +819,7 @@ fn index_path_leaving_the_module_directory_is_refused() {
 fn index_path_naming_another_module_is_refused() {
     let sys = tree_with_dep_entry("/tmp/evil.ko");
     let k = sys.kernel();
-    let argv = [OsString::from("modprobe"), OsString::from("vfat")];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modprobe::run_args(
-        &argv,
-        &modprobe::Env::default(),
-        sys.root(),
-        &k,
-        &mut out,
-        &mut err,
-    );
-    let err = String::from_utf8_lossy(&err).into_owned();
+    let Outcome { code, err, .. } = tools::modprobe(&sys, &k, &["vfat"]);
     assert_ne!(code, 0, "{err}");
     assert!(k.loaded().is_empty(), "loaded {:?}", k.loaded());
 }
@@ -926,7 +851,7 @@ fn modinfo_names_a_damaged_index() {
         b"garbage!garbage!",
     )
     .unwrap();
-    let r = modinfo_run(&sys, &["vfat", "fat"]);
+    let r = tools::modinfo(&sys, &["vfat", "fat"]);
     assert_eq!(r.code, 1);
     let lines: Vec<&str> = r.err.lines().collect();
     assert_eq!(
@@ -950,7 +875,7 @@ fn modinfo_names_a_damaged_index() {
 
     // A missing index is not damaged: kmod's message only.
     fs::remove_file(sys.path(&format!("{MD}/modules.dep.bin"))).unwrap();
-    let r = modinfo_run(&sys, &["vfat"]);
+    let r = tools::modinfo(&sys, &["vfat"]);
     assert_eq!(r.err, "modinfo: ERROR: Module vfat not found.\n");
 }
 

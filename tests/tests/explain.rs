@@ -3,7 +3,7 @@
 //! what the user sees on stderr.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::path::Path;
 
@@ -95,18 +95,8 @@ fn kernel(sys: &System) -> SimKernel {
 }
 
 fn insmod(sys: &System, k: &SimKernel, args: &[&str]) -> (u8, String) {
-    let env = insmod::Env {
-        root: sys.root(),
-        kernel: k,
-        now: 1,
-        euid: Some(0),
-        machine: Some("x86_64".into()),
-    };
-    let mut argv = vec![OsString::from("insmod")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = insmod::run(&argv, &env, &mut out, &mut err);
-    (code, String::from_utf8_lossy(&err).into_owned())
+    let r = tests::tools::insmod(sys, k, 1, args);
+    (r.code, r.err)
 }
 
 fn p(sys: &System, rel: &str) -> String {

@@ -3,7 +3,7 @@
 //! codes, and the explanation lines after a failure.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::{CStr, OsString};
+use std::ffi::CStr;
 use std::fs::File;
 
 use modcore::compress::Compression;
@@ -11,6 +11,7 @@ use modcore::kernel::{DeleteFlags, Errno, Kernel, KernelError, LoadFlags};
 use tests::fixtures::System;
 use tests::simkernel::{Call, SimKernel};
 use tests::synth;
+use tests::tools::{self, Outcome};
 
 const KVER: &str = "6.1.0-test";
 
@@ -47,29 +48,8 @@ fn tree() -> System {
     sys
 }
 
-struct Run {
-    code: u8,
-    out: String,
-    err: String,
-}
-
-fn insmod(sys: &System, k: &dyn Kernel, args: &[&str]) -> Run {
-    let env = insmod::Env {
-        root: sys.root(),
-        kernel: k,
-        now: 1_000,
-        euid: Some(0),
-        machine: Some("x86_64".into()),
-    };
-    let mut argv = vec![OsString::from("insmod")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = insmod::run(&argv, &env, &mut out, &mut err);
-    Run {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
+fn insmod(sys: &System, k: &dyn Kernel, args: &[&str]) -> Outcome {
+    tools::insmod(sys, k, 1_000, args)
 }
 
 fn path(sys: &System, rel: &str) -> String {

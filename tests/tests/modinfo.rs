@@ -3,10 +3,9 @@
 //! runtime-tools §7 and the captured examples of §10).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::OsString;
-
 use tests::fixtures::System;
 use tests::synth::{self, Pkcs7Signature, SignatureSpec, SynthModule};
+use tests::tools::{modinfo, Outcome};
 
 const KVER: &str = "6.1.0-test";
 const MD: &str = "/lib/modules/6.1.0-test";
@@ -120,29 +119,6 @@ fn tree() -> System {
     );
     sys.depmod();
     sys
-}
-
-struct Run {
-    code: u8,
-    out: String,
-    err: String,
-}
-
-fn modinfo(sys: &System, args: &[&str]) -> Run {
-    let k = sys.kernel();
-    let env = modinfo::Env {
-        root: sys.root(),
-        kernel: &k,
-    };
-    let mut argv = vec![OsString::from("modinfo")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modinfo::run(&argv, &env, &mut out, &mut err);
-    Run {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
 }
 
 /// The module directory as printed (the fixture's real path).
@@ -299,38 +275,12 @@ fn field_selection_last_one_wins() {
         "GPL\n"
     );
     assert_eq!(modinfo(&sys, &["-Fdepends", "vfat"]).out, "fat\n");
-    assert_eq!(modinfo(&sys, &["-F", "nosuchkey", "fat"]), Run::ok(""));
+    assert_eq!(modinfo(&sys, &["-F", "nosuchkey", "fat"]), Outcome::ok(""));
     // Several modules per call, several values per module, NUL separated.
     assert_eq!(
         modinfo(&sys, &["-0", "-F", "license", "fat", "ext4", "crc32"]).out,
         "GPL\0GPL\0GPL\0GPL\0"
     );
-}
-
-impl Run {
-    fn ok(out: &str) -> Run {
-        Run {
-            code: 0,
-            out: out.into(),
-            err: String::new(),
-        }
-    }
-}
-
-impl PartialEq for Run {
-    fn eq(&self, o: &Run) -> bool {
-        (self.code, &self.out, &self.err) == (o.code, &o.out, &o.err)
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "code={} out={:?} err={:?}",
-            self.code, self.out, self.err
-        )
-    }
 }
 
 #[test]
@@ -373,7 +323,7 @@ fn lookups() {
     // A file path: absolute, no clean-up; `--` before it.
     let file = format!("{md}/kernel/drivers/net/dummy.ko");
     let r = modinfo(&sys, &["-F", "name", "--", &file]);
-    assert_eq!(r, Run::ok("dummy\n"));
+    assert_eq!(r, Outcome::ok("dummy\n"));
 }
 
 #[test]
@@ -381,7 +331,7 @@ fn errors() {
     let sys = tree();
     assert_eq!(
         modinfo(&sys, &[]),
-        Run {
+        Outcome {
             code: 1,
             out: String::new(),
             err: "modinfo: ERROR: missing module or filename.\n".into()
@@ -427,14 +377,14 @@ fn errors() {
         let r = modinfo(&sys, &[&p]);
         assert_eq!(
             r,
-            Run {
+            Outcome {
                 code: 1,
                 out: format!("filename:       {p}\n"),
                 err: format!("modinfo: ERROR: could not get modinfo from '{file}': {errtext}\n"),
             }
         );
         // -F filename never reads the file.
-        assert_eq!(modinfo(&sys, &["-n", &p]), Run::ok(&format!("{p}\n")));
+        assert_eq!(modinfo(&sys, &["-n", &p]), Outcome::ok(&format!("{p}\n")));
     }
     // A module listed in modules.dep whose file is gone.
     std::fs::remove_file(sys.moddir().join("kernel/fs/fat/vfat.ko")).unwrap();

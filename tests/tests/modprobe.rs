@@ -7,9 +7,10 @@ use std::fs;
 
 use modcore::index::{IndexBuilder, Layout};
 use modcore::kernel::Errno;
-use modprobe::{run_args, Env};
+use modprobe::Env;
 use tests::fixtures::System;
 use tests::simkernel::{Call, SimKernel};
+use tests::tools::{self, Outcome as Run};
 
 const KVER: &str = "6.1.0-test";
 const MD: &str = "/lib/modules/6.1.0-test";
@@ -87,22 +88,8 @@ fn standard() -> System {
     sys
 }
 
-struct Run {
-    code: u8,
-    out: String,
-    err: String,
-}
-
 fn run_with(sys: &System, k: &SimKernel, env: &Env, args: &[&str]) -> Run {
-    let mut argv: Vec<OsString> = vec![OsString::from("modprobe")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_args(&argv, env, sys.root(), k, &mut out, &mut err);
-    Run {
-        code,
-        out: String::from_utf8_lossy(&out).into_owned(),
-        err: String::from_utf8_lossy(&err).into_owned(),
-    }
+    tools::modprobe_with(sys, k, env, args)
 }
 
 fn run(sys: &System, k: &SimKernel, args: &[&str]) -> Run {
@@ -938,7 +925,7 @@ fn kernel_request_module_call() {
             .map(OsString::from)
             .collect();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_args(&argv, &Env::default(), sys.root(), &k, &mut out, &mut err);
+        let code = modprobe::run_args(&argv, &Env::default(), sys.root(), &k, &mut out, &mut err);
         (code, out, err)
     };
     assert_eq!(call("fs-vfat"), (0, vec![], vec![]));

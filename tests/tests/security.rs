@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -36,18 +35,8 @@ fn tree() -> System {
 }
 
 fn modprobe(sys: &System, k: &SimKernel, args: &[&str]) -> (u8, String) {
-    let mut argv = vec![OsString::from("modprobe")];
-    argv.extend(args.iter().map(OsString::from));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = modprobe::run_args(
-        &argv,
-        &modprobe::Env::default(),
-        sys.root(),
-        k,
-        &mut out,
-        &mut err,
-    );
-    (code, String::from_utf8_lossy(&err).into_owned())
+    let r = tests::tools::modprobe(sys, k, args);
+    (r.code, r.err)
 }
 
 /// Names given to modprobe (by a user, or by the kernel's request_module) are looked up
