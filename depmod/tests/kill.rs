@@ -20,27 +20,13 @@ use std::time::{Duration, Instant};
 
 use modcore::depmod::{DepmodOptions, NoProgress, OUTPUT_FILES};
 use modcore::diag::Collect;
+use tests::rng::Rng;
 use tests::synth::SynthModule;
 
 const KVER: &str = "6.1.0-kill";
 
 /// The incremental cache, if depmod writes one.
 const CACHE_FILE: &str = "modules.depmod.cache";
-
-/// xorshift64*, so the test needs no extra crates and is reproducible per seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn moddir(base: &Path) -> PathBuf {
     base.join("lib/modules").join(KVER)
@@ -249,9 +235,9 @@ fn sigkill_leaves_every_index_old_or_new() {
         // A third of the kills anywhere in (or just after) a run's time, two thirds in
         // its last part, where the files are written.
         let delay = if k % 3 == 0 {
-            rng.below(span * 13 / 10)
+            rng.below_u64(span * 13 / 10)
         } else {
-            span / 2 + rng.below(span * 6 / 10 + 1)
+            span / 2 + rng.below_u64(span * 6 / 10 + 1)
         };
         let mut child = depmod_command(&b, &conf)
             .stderr(Stdio::null())

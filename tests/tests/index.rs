@@ -6,33 +6,7 @@ use std::collections::BTreeMap;
 
 use modcore::fnmatch::fnmatch;
 use modcore::index::{Index, IndexBuilder, IndexError, IndexFile, Layout, Value};
-
-/// A tiny deterministic PRNG (xorshift64*), so the tests need no extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
+use tests::rng::Rng;
 
 /// The expected content: key -> values in index order, following the value-order rule
 /// (a new value goes before the first value with priority >= its own).
@@ -514,10 +488,10 @@ fn random_garbage_never_panics() {
     let mut rng = Rng::new(99);
     for _ in 0..2000 {
         let len = 12 + rng.below(200);
-        let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         d[..8].copy_from_slice(&[0xB0, 0x07, 0xF4, 0x57, 0, 2, 0, 1]);
         // Point references into the file often enough to get somewhere.
-        let root = (12 + rng.below(len - 11)) as u32 | ((rng.next() as u32) & 0xF000_0000);
+        let root = (12 + rng.below(len - 11)) as u32 | ((rng.next_u64() as u32) & 0xF000_0000);
         d[8..12].copy_from_slice(&root.to_be_bytes());
         exercise(&d);
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use modcore::autoclean::{self, REGISTRY_FILE};
 use modcore::root::Root;
+use tests::rng::Rng;
 
 const CHILD_ENV: &str = "KMODRS_RECORDER";
 const PER_CHILD: usize = 40;
@@ -54,17 +55,6 @@ fn spawn_recorder(dir: &Path) -> Child {
         .unwrap()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
 #[test]
 fn sigkill_leaves_the_registry_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +72,7 @@ fn sigkill_leaves_the_registry_whole() {
     for k in 0..100 {
         let before = recorded(&root).len();
         let mut child = spawn_recorder(dir.path());
-        std::thread::sleep(Duration::from_micros(rng.below(span)));
+        std::thread::sleep(Duration::from_micros(rng.below_u64(span)));
         let _ = child.kill();
         let _ = child.wait();
         kills += 1;
