@@ -455,19 +455,10 @@ impl<'a> Elf<'a> {
     /// rule, not by `sh_link`). `None` if either is missing or the `.symtab` size is not
     /// a multiple of the symbol entry size.
     pub fn symbols(&self) -> Option<Symbols<'a>> {
-        let (strtab, _) = self.section(b".strtab")?;
-        let (symtab, _) = self.section(b".symtab")?;
-        let entsize = self.class.symbol_size();
-        if symtab.len() % entsize != 0 {
-            return None;
-        }
-        Some(Symbols {
-            elf: *self,
-            symtab_offset: self.offset_of(symtab)?,
-            count: symtab.len() / entsize,
-            strtab,
-            strtab_offset: self.offset_of(strtab)?,
-        })
+        self.symbols_from(
+            self.section(b".strtab").map(|(data, _)| data),
+            self.section(b".symtab").map(|(data, _)| data),
+        )
     }
 }
 
