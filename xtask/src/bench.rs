@@ -347,21 +347,8 @@ struct Ours {
 }
 
 fn build(package: &str) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     log(&format!("cargo build --release -p {package}"));
-    let status = Command::new(cargo)
-        .current_dir(refs::workspace_root())
-        .args(["build", "--release", "-p", package])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --release -p {package}: {status}"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| refs::workspace_root().join("target"));
-    Ok(target.join("release").join(package))
+    refs::cargo_build_release(package)
 }
 
 impl Ours {

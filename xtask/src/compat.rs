@@ -288,13 +288,10 @@ impl Ours {
                 modinfo: if runtime { tool("modinfo") } else { skipped() },
             });
         }
-        let depmod = cargo_build_release("depmod")?;
+        let depmod = build_ours("depmod")?;
         // Built one by one: a tool that does not build right now fails only its own rows.
         let (modprobe, modinfo) = if runtime {
-            (
-                cargo_build_release("modprobe"),
-                cargo_build_release("modinfo"),
-            )
+            (build_ours("modprobe"), build_ours("modinfo"))
         } else {
             (skipped(), skipped())
         };
@@ -324,31 +321,12 @@ impl Ours {
     }
 }
 
-/// `cargo build --release -p <package>`; returns `target/release/<package>`.
-fn cargo_build_release(package: &str) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+/// Our `package`, built in release mode (see [`refs::cargo_build_release`]).
+fn build_ours(package: &str) -> Result<PathBuf, String> {
     log(&format!(
         "building ours: cargo build --release -p {package}"
     ));
-    let status = Command::new(cargo)
-        .current_dir(refs::workspace_root())
-        .args(["build", "--release", "-p", package])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "cargo build --release -p {package} failed: {status}"
-        ));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| refs::workspace_root().join("target"));
-    let bin = target.join("release").join(package);
-    if !bin.is_file() {
-        return Err(format!("{} was not built", bin.display()));
-    }
-    Ok(bin)
+    refs::cargo_build_release(package)
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {

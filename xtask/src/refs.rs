@@ -650,6 +650,31 @@ fn version_part_cmp(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
+/// `cargo build --release -p <package>` in the workspace; returns the binary,
+/// `<target dir>/release/<package>`.
+pub fn cargo_build_release(package: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "-p", package])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo build --release -p {package} failed: {status}"
+        ));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("release").join(package);
+    if !bin.is_file() {
+        return Err(format!("{} was not built", bin.display()));
+    }
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
