@@ -280,7 +280,22 @@ fn run(args: Args, printer: &mut Printer) -> Result<(), (Level, String)> {
     let res = depmod::run(&opts, printer, &mut out, &bar);
     let _ = out.flush();
     match res {
-        Ok(_) => Ok(()),
+        Ok(summary) => {
+            // Where the time went, for whoever tunes depmod: not a kmod feature, so it is
+            // asked for through the environment rather than an option.
+            if std::env::var_os("DEPMOD_TIMINGS").is_some() {
+                let mut e = std::io::stderr().lock();
+                for (name, at) in &summary.phases {
+                    let _ = writeln!(
+                        e,
+                        "{prog}: timing: {:8.2} ms  {name}",
+                        at.as_secs_f64() * 1e3,
+                        prog = printer.prog
+                    );
+                }
+            }
+            Ok(())
+        }
         Err(e) => Err((e.level(), e.to_string())),
     }
 }

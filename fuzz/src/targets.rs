@@ -57,7 +57,7 @@ pub const TARGETS: &[Target] = &[
 /// checksum (first byte: the entry count), so that the entry decoder is reached. Every
 /// entry that decodes must encode back to the same data.
 pub fn cache(data: &[u8]) {
-    use modcore::depmod::cache::{self, Cache, Entry};
+    use modcore::depmod::cache::{self, Cache, DirRecord, Entry};
     use modcore::depmod::view::ModView;
     if let Ok(c) = Cache::parse(data.to_vec()) {
         for (path, key) in c.entries() {
@@ -65,14 +65,21 @@ pub fn cache(data: &[u8]) {
                 let _ = b.to_module_data();
             }
         }
+        for (path, key) in c.dirs() {
+            if let Some(l) = c.listing(path, &key) {
+                let _ = cache::listing_entries(l).count();
+            }
+        }
     }
-    let Some((&count, payload)) = data.split_first() else {
+    let Some((&counts, payload)) = data.split_first() else {
         return;
     };
-    let Ok(c) = Cache::parse(cache::frame(u32::from(count), payload)) else {
+    // The first byte claims the counts: entries in the low nibble, directories above.
+    let (count, dirs) = (u32::from(counts & 15), u32::from(counts >> 4));
+    let Ok(c) = Cache::parse(cache::frame(count, dirs, payload)) else {
         return;
     };
-    assert!(c.len() <= usize::from(count));
+    assert!(c.len() <= count as usize && c.dir_count() <= dirs as usize);
     for (path, key) in c.entries() {
         let Some(body) = c.get(path, &key) else {
             continue;
@@ -81,15 +88,32 @@ pub fn cache(data: &[u8]) {
         let d = body.to_module_data();
         assert_eq!(body.export_count(), d.exports.len());
         for view in [ModView::Cached(&body), ModView::Data(&d)] {
-            let again = cache::encode(&[Entry {
-                path,
-                key,
-                data: view,
-            }]);
+            let again = cache::encode(
+                &[Entry {
+                    path,
+                    key,
+                    data: view,
+                }],
+                &[],
+            );
             let back = Cache::parse(again).expect("a cache we wrote does not parse");
             let got = back.get(path, &key).map(|b| b.to_module_data());
             assert_eq!(got.as_ref(), Some(&d), "round trip");
         }
+    }
+    for (path, key) in c.dirs() {
+        let Some(listing) = c.listing(path, &key) else {
+            continue;
+        };
+        // A listing that loaded is well-formed: re-encoded entry by entry, it is the same.
+        let mut again = Vec::new();
+        for (kind, name) in cache::listing_entries(listing) {
+            cache::push_listing(&mut again, kind, name);
+        }
+        assert_eq!(again, listing, "listing round trip");
+        let back = Cache::parse(cache::encode(&[], &[DirRecord { path, key, listing }]))
+            .expect("a cache we wrote does not parse");
+        assert_eq!(back.listing(path, &key), Some(listing));
     }
 }
 

@@ -139,3 +139,23 @@ impl Drop for Prepared {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Map `file` read-only (private), all of it; `populate` asks the kernel to set up every
+/// page at once (cheaper than a fault per page for a file read from end to end).
+///
+/// The one place this crate maps files: index files and the depmod cache, both of which
+/// are only ever replaced by rename, never rewritten in place. Module files are never
+/// mapped (see ARCHITECTURE.md, Security).
+#[allow(unsafe_code)]
+pub fn map_readonly(file: &std::fs::File, populate: bool) -> std::io::Result<memmap2::Mmap> {
+    let mut opts = memmap2::MmapOptions::new();
+    if populate {
+        opts.populate();
+    }
+    // SAFETY: the map is read-only and private, and only read as plain bytes with every
+    // access bounds-checked. As with any file mapping (and as kmod itself does), another
+    // process truncating the file while it is mapped could fault the reader; the files
+    // mapped here are replaced by rename, never rewritten in place, so that does not
+    // happen in practice.
+    unsafe { opts.map(file) }
+}

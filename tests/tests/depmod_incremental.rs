@@ -541,3 +541,147 @@ fn a_changed_symlink_target_is_read_again() {
     let (_, fresh) = run(&full);
     assert_eq!(dep, fresh);
 }
+
+/// Directory edits (new, removed and renamed subtrees; a linked directory whose target
+/// gains a module or is swapped for another; a directory touched without a change), each
+/// followed by a run straight away and, every third one, by a run once everything has
+/// settled (so that the changed directories' listings are stored and reused): every run
+/// writes exactly what a full run writes.
+#[test]
+fn directory_edits_match_full_runs() {
+    let mut rng = Rng(0xD1AE_C7ED);
+    let t = Tree::new(10, &mut rng);
+    let md = t.moddir();
+    let put = |rel: &str, name: &str| {
+        let p = md.join(rel).join(format!("{name}.ko"));
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let image = synth::named(name)
+            .export(&format!("{name}_fn"))
+            .modinfo("alias", &format!("synth:{name}"))
+            .build();
+        fs::write(&p, image).expect("write");
+    };
+    for k in 0..4 {
+        put(&format!("kernel/n{k}/a/b"), &format!("x{k}"));
+    }
+    let store = t._dir.path().join("store");
+    let store2 = t._dir.path().join("store2");
+    for (dir, name) in [(&store, "y0"), (&store2, "y1")] {
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(
+            dir.join(format!("{name}.ko")),
+            synth::named(name).export(&format!("{name}_fn")).build(),
+        )
+        .expect("write");
+    }
+    std::os::unix::fs::symlink(&store, md.join("kernel/link")).expect("symlink");
+    settle();
+    t.check("primed");
+    let s = t.check("unchanged");
+    assert_eq!(s.from_cache, s.modules, "every module from the cache");
+    assert!(
+        s.dirs_from_cache >= 8,
+        "listings reused: {}",
+        s.dirs_from_cache
+    );
+
+    for round in 0..12 {
+        let what = match round % 6 {
+            0 => {
+                put(
+                    &format!("kernel/n{}/c{round}", round % 4),
+                    &format!("z{round}"),
+                );
+                format!("round {round}: new subdirectory")
+            }
+            1 => {
+                let gone = md.join(format!("kernel/n{}/a", round % 4));
+                if gone.exists() {
+                    fs::remove_dir_all(&gone).expect("rm -r");
+                }
+                format!("round {round}: subtree removed")
+            }
+            2 => {
+                let from = md.join(format!("kernel/n{}", round % 4));
+                if from.exists() {
+                    fs::rename(&from, md.join(format!("kernel/r{round}"))).expect("rename");
+                }
+                format!("round {round}: directory renamed")
+            }
+            3 => {
+                fs::write(
+                    store.join(format!("w{round}.ko")),
+                    synth::named(&format!("w{round}")).build(),
+                )
+                .expect("write");
+                format!("round {round}: the linked directory gains a module")
+            }
+            4 => {
+                let link = md.join("kernel/link");
+                fs::remove_file(&link).expect("unlink");
+                let to = if round % 12 == 4 { &store2 } else { &store };
+                std::os::unix::fs::symlink(to, &link).expect("symlink");
+                format!("round {round}: the link points elsewhere")
+            }
+            _ => {
+                let d = md.join("kernel/d0");
+                fs::create_dir_all(&d).expect("mkdir");
+                File::open(&d)
+                    .and_then(|f| f.set_times(FileTimes::new().set_modified(SystemTime::now())))
+                    .expect("touch dir");
+                format!("round {round}: directory touched")
+            }
+        };
+        t.check(&what);
+        if round % 3 == 2 {
+            settle();
+            t.check(&format!("{what}, settled"));
+            let s = t.check(&format!("{what}, settled, again"));
+            assert_eq!(
+                s.from_cache, s.modules,
+                "{what}: every module from the cache"
+            );
+            assert!(s.dirs_from_cache > 0, "{what}: listings reused");
+        }
+    }
+}
+
+/// A stored listing keeps excluded entries: when the configuration stops excluding a
+/// directory, the next run (which reuses the parent's listing) walks it.
+#[test]
+fn a_listing_survives_a_change_of_excludes() {
+    let mut rng = Rng(5);
+    let t = Tree::new(4, &mut rng);
+    let md = t.moddir();
+    let hidden = md.join("kernel/hidden");
+    fs::create_dir_all(&hidden).expect("mkdir");
+    fs::write(
+        hidden.join("h.ko"),
+        synth::named("h").export("h_fn").build(),
+    )
+    .expect("write");
+    let conf = t._dir.path().join("depmod.d");
+    fs::create_dir_all(&conf).expect("mkdir");
+    fs::write(conf.join("x.conf"), "exclude hidden\n").expect("conf");
+    let run = |use_cache: bool| {
+        let mut o = t.opts();
+        o.config_paths = Some(vec![conf.clone()]);
+        o.use_cache = use_cache;
+        let (s, _, _) = t.run(&o);
+        (s, fs::read(md.join("modules.dep")).expect("dep"))
+    };
+    settle();
+    let (_, dep) = run(true);
+    assert!(!String::from_utf8_lossy(&dep).contains("hidden"));
+    let (s, _) = run(true);
+    assert!(s.dirs_from_cache > 0, "the listing of kernel/ is reused");
+    fs::write(conf.join("x.conf"), "# nothing excluded\n").expect("conf");
+    let (s, dep) = run(true);
+    assert!(s.dirs_from_cache > 0, "still reused");
+    assert!(
+        String::from_utf8_lossy(&dep).contains("kernel/hidden/h.ko:"),
+        "no longer excluded"
+    );
+    let (_, full) = run(false);
+    assert_eq!(dep, full);
+}

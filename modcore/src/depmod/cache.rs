@@ -18,6 +18,13 @@
 //! entries for files changed less than [`SETTLE`] before the run are not stored: they are
 //! read again next time (the "racy clean" rule of git's index).
 //!
+//! It also keeps, for each directory of the tree except the walk's roots, what the walk
+//! found in it (the entries it looks at, in readdir order), keyed the same way by the
+//! directory's [`FileKey`]. Adding, removing or renaming an entry changes a directory's
+//! mtime and ctime, so a later walk that finds the same key takes the listing instead of
+//! reading the directory; it still stats every entry, following links (as the walk does
+//! for a link), so a module changed in place or a link pointing elsewhere is seen.
+//!
 //! The file is `modules.depmod.cache` in the output directory, replaced atomically
 //! (`fsio::write_atomic`). It is ignored, and rebuilt by the next writing run, when it is
 //! missing, unreadable, truncated, corrupt (checksum), or written by another format or
@@ -32,11 +39,14 @@
 //!
 //! ```text
 //! header   magic "KMODRS-DEPMOD-CACHE\n" (20 bytes), format u32, version length u32,
-//!          crate version bytes, entry count u32, payload length u64
+//!          crate version bytes, entry count u32, directory count u32, payload length u64
 //! payload  entry*:  path length u32, path bytes, key (7 x u64), body length u32, body
 //!          body:    modinfo count u32, (key length u32, key, value length u32, value)*
 //!                   export count u32, (name length u32, name, crc u64)*
 //!                   need count u32, (name length u32, name, crc u64, weak u8)*
+//!          directory*: path length u32, path bytes, key (7 x u64), listing length u32,
+//!                   listing: (kind u8, name length u32, name)*
+//!                   kind: 0 module file, 1 directory, 2 anything else (a link, ...)
 //! trailer  checksum u64 over header and payload
 //! ```
 
@@ -45,6 +55,7 @@ use crate::module::{Export, ModuleData, Need};
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Write;
+use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -55,8 +66,8 @@ pub const CACHE_FILE: &str = "modules.depmod.cache";
 
 const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
 /// Bump when the layout or the meaning of the stored data changes (2: only the `.modinfo`
-/// entries depmod uses).
-pub const FORMAT_VERSION: u32 = 2;
+/// entries depmod uses; 3: directory listings, four-lane checksum).
+pub const FORMAT_VERSION: u32 = 3;
 /// Our crate version: a cache written by another build is not trusted.
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Files whose mtime or ctime is this close to the start of the run (or later) are not
@@ -143,18 +154,117 @@ pub enum Rejected {
     Malformed,
 }
 
-/// A loaded cache: the file's bytes and an index from path to (key, body).
+/// A cache file's bytes: read into memory (tests, the fuzzer) or mapped.
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl Default for Bytes {
+    fn default() -> Self {
+        Bytes::Owned(Vec::new())
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+/// Where a record of the file is: its key and the byte range of its body or listing.
+type Slot = (FileKey, usize, usize);
+type PathMap = HashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+
+/// A loaded cache: the file's bytes and indexes from path to (key, body) for modules and
+/// to (key, listing) for directories.
 #[derive(Default)]
 pub struct Cache {
-    data: Arc<Vec<u8>>,
-    index: HashMap<Vec<u8>, (FileKey, usize, usize), foldhash::fast::RandomState>,
+    data: Arc<Bytes>,
+    index: PathMap,
+    dirs: PathMap,
+}
+
+/// What kind of entry a directory listing records (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file with a module's name.
+    Module,
+    /// A directory.
+    Dir,
+    /// Anything else the walk looks at: a link, or an entry whose type readdir does not
+    /// give, or an excluded name.
+    Other,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Module => 0,
+            Kind::Dir => 1,
+            Kind::Other => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Kind> {
+        match c {
+            0 => Some(Kind::Module),
+            1 => Some(Kind::Dir),
+            2 => Some(Kind::Other),
+            _ => None,
+        }
+    }
+}
+
+/// Append one entry to a directory listing (the `listing` of a [`DirRecord`]).
+pub fn push_listing(listing: &mut Vec<u8>, kind: Kind, name: &[u8]) {
+    listing.push(kind.code());
+    put_bytes(listing, name);
+}
+
+/// The entries of a listing made by [`push_listing`] (and checked when its cache was
+/// loaded), in order; stops at the first malformed entry.
+pub fn listing_entries(listing: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> + '_ {
+    let mut r = Reader::new(listing);
+    std::iter::from_fn(move || {
+        if r.pos == listing.len() {
+            return None;
+        }
+        let kind = Kind::from_code(r.bytes(1)?[0])?;
+        Some((kind, r.sized()?))
+    })
+}
+
+/// Is `listing` a well-formed sequence of entries?
+fn listing_ok(listing: &[u8]) -> bool {
+    let mut r = Reader::new(listing);
+    while r.pos < listing.len() {
+        let Some(&[code]) = r.bytes(1) else {
+            return false;
+        };
+        if Kind::from_code(code).is_none() || r.sized().is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// One directory listing to store.
+pub struct DirRecord<'a> {
+    pub path: &'a [u8],
+    pub key: FileKey,
+    pub listing: &'a [u8],
 }
 
 /// One cached module's data, read in place from the cache file (which it keeps alive).
 /// Its layout was checked when it was handed out, so reading it cannot fail.
 #[derive(Clone)]
 pub struct Body {
-    data: Arc<Vec<u8>>,
+    data: Arc<Bytes>,
     /// The body is `data[start..end]`; its export and need sections start (after their
     /// counts) at `exports` and `needs`.
     start: usize,
@@ -166,7 +276,7 @@ pub struct Body {
 
 impl Body {
     /// Check the body at `data[start..end]` and find its sections.
-    fn new(data: &Arc<Vec<u8>>, start: usize, end: usize) -> Option<Body> {
+    fn new(data: &Arc<Bytes>, start: usize, end: usize) -> Option<Body> {
         let mut r = Reader {
             data: data.get(..end)?,
             pos: start,
@@ -269,24 +379,38 @@ impl Cache {
         Cache::default()
     }
 
-    /// Load `dir/modules.depmod.cache`; `Err` says why it is not usable.
+    /// Load `dir/modules.depmod.cache`; `Err` says why it is not usable. The file is
+    /// mapped, not copied: entries are read in place.
     pub fn load(dir: &Path) -> Result<Cache, Rejected> {
         let path = dir.join(CACHE_FILE);
-        let data = match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_CACHE_LEN => return Err(Rejected::BadLength),
-            Ok(_) => std::fs::read(&path),
-            Err(e) => Err(e),
+        let unreadable = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Rejected::Missing
+            } else {
+                Rejected::Unreadable(crate::errno_text(&e))
+            }
         };
-        let data = match data {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
-            Err(e) => return Err(Rejected::Unreadable(crate::errno_text(&e))),
-        };
-        Cache::parse(data)
+        let file = std::fs::File::open(&path).map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(Rejected::Unreadable("not a regular file".into()));
+        }
+        if meta.len() > MAX_CACHE_LEN {
+            return Err(Rejected::BadLength);
+        }
+        if meta.len() < HEADER_MIN as u64 {
+            return Err(Rejected::TooShort);
+        }
+        let map = crate::fsio::map_readonly(&file, true).map_err(unreadable)?;
+        Cache::parse_bytes(Bytes::Mapped(map))
     }
 
     /// Validate and index a cache file's bytes.
     pub fn parse(data: Vec<u8>) -> Result<Cache, Rejected> {
+        Cache::parse_bytes(Bytes::Owned(data))
+    }
+
+    fn parse_bytes(data: Bytes) -> Result<Cache, Rejected> {
         let mut r = Reader::new(&data);
         let magic = r.bytes(MAGIC.len()).ok_or(Rejected::TooShort)?;
         if magic != MAGIC {
@@ -304,6 +428,7 @@ impl Cache {
             ));
         }
         let count = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let dir_count = r.u32().ok_or(Rejected::TooShort)? as usize;
         let payload_len = r.u64().ok_or(Rejected::TooShort)?;
         let payload_start = r.pos;
         let payload_end = usize::try_from(payload_len)
@@ -318,31 +443,60 @@ impl Cache {
         if checksum(&data[..payload_end]) != u64::from_le_bytes(trailer) {
             return Err(Rejected::BadChecksum);
         }
-        let mut index =
-            HashMap::with_capacity_and_hasher(count.min(payload_end / 64), Default::default());
         let mut r = Reader {
             data: &data[..payload_end],
             pos: payload_start,
         };
-        for _ in 0..count {
-            let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
-            let path = r.bytes(plen).ok_or(Rejected::Malformed)?.to_vec();
-            let mut w = [0u64; 7];
-            for x in &mut w {
-                *x = r.u64().ok_or(Rejected::Malformed)?;
+        // Each record is a path, a key and a sized blob; at least 64 bytes.
+        let mut records = |n: usize, check: &dyn Fn(&[u8]) -> bool| {
+            let mut map: PathMap =
+                HashMap::with_capacity_and_hasher(n.min(payload_end / 64), Default::default());
+            for _ in 0..n {
+                let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
+                let path = r.bytes(plen).ok_or(Rejected::Malformed)?.to_vec();
+                let mut w = [0u64; 7];
+                for x in &mut w {
+                    *x = r.u64().ok_or(Rejected::Malformed)?;
+                }
+                let blen = r.u32().ok_or(Rejected::Malformed)? as usize;
+                let start = r.pos;
+                let blob = r.bytes(blen).ok_or(Rejected::Malformed)?;
+                if !check(blob) {
+                    return Err(Rejected::Malformed);
+                }
+                map.insert(path, (FileKey::from_words(w), start, blen));
             }
-            let blen = r.u32().ok_or(Rejected::Malformed)? as usize;
-            let start = r.pos;
-            r.bytes(blen).ok_or(Rejected::Malformed)?;
-            index.insert(path, (FileKey::from_words(w), start, blen));
-        }
+            Ok(map)
+        };
+        let index = records(count, &|_| true)?;
+        let dirs = records(dir_count, &listing_ok)?;
         if r.pos != payload_end {
             return Err(Rejected::Malformed);
         }
         Ok(Cache {
             data: Arc::new(data),
             index,
+            dirs,
         })
+    }
+
+    /// The listing stored for directory `path`, only if it was stored with exactly `key`.
+    pub fn listing(&self, path: &[u8], key: &FileKey) -> Option<&[u8]> {
+        let (k, start, len) = self.dirs.get(path)?;
+        if k != key {
+            return None;
+        }
+        self.data.get(*start..start.checked_add(*len)?)
+    }
+
+    /// Every directory's path and key (in no particular order).
+    pub fn dirs(&self) -> impl Iterator<Item = (&[u8], FileKey)> + '_ {
+        self.dirs.iter().map(|(p, (k, _, _))| (p.as_slice(), *k))
+    }
+
+    /// Number of directory listings.
+    pub fn dir_count(&self) -> usize {
+        self.dirs.len()
     }
 
     /// Number of entries.
@@ -377,13 +531,16 @@ pub struct Entry<'a> {
     pub data: ModView<'a>,
 }
 
-/// The bytes of a cache file holding `entries` (see [`write_to`]).
-pub fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
+/// The bytes of a cache file holding `entries` and `dirs` (see [`write_to`]).
+pub fn encode(entries: &[Entry<'_>], dirs: &[DirRecord<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
-    let _ = write_to(&mut out, entries);
+    let _ = write_to(&mut out, entries, dirs);
     out
 }
+
+/// The shortest possible header (an empty crate version).
+const HEADER_MIN: usize = MAGIC.len() + 4 + 4 + 4 + 4 + 8;
 
 fn body_len(d: ModView<'_>) -> usize {
     if let ModView::Cached(b) = d {
@@ -399,12 +556,20 @@ fn body_len(d: ModView<'_>) -> usize {
 
 /// Write a cache file holding `entries` to `w`, piece by piece (the checksum is computed
 /// on the way), so that the file never has to be in memory as a whole.
-pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()> {
+pub fn write_to(
+    w: &mut dyn Write,
+    entries: &[Entry<'_>],
+    dirs: &[DirRecord<'_>],
+) -> std::io::Result<()> {
     let payload: usize = entries
         .iter()
         .map(|e| 4 + e.path.len() + 56 + 4 + body_len(e.data))
-        .sum();
-    let header = MAGIC.len() + 4 + 4 + CRATE_VERSION.len() + 4 + 8;
+        .sum::<usize>()
+        + dirs
+            .iter()
+            .map(|d| 4 + d.path.len() + 56 + 4 + d.listing.len())
+            .sum::<usize>();
+    let header = HEADER_MIN + CRATE_VERSION.len();
     let mut out = Summing {
         w,
         sum: Checksum::new(header + payload),
@@ -413,6 +578,7 @@ pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()>
     out.u32(FORMAT_VERSION)?;
     out.bytes(CRATE_VERSION.as_bytes())?;
     out.u32(entries.len() as u32)?;
+    out.u32(dirs.len() as u32)?;
     out.put(&(payload as u64).to_le_bytes())?;
     // Each entry is encoded into one buffer and written (and summed) in one piece.
     let mut buf = Vec::new();
@@ -448,19 +614,30 @@ pub fn write_to(w: &mut dyn Write, entries: &[Entry<'_>]) -> std::io::Result<()>
         }
         out.put(&buf)?;
     }
+    for d in dirs {
+        buf.clear();
+        put_bytes(&mut buf, d.path);
+        for x in d.key.words() {
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        put_bytes(&mut buf, d.listing);
+        out.put(&buf)?;
+    }
     let sum = out.sum.finish();
     out.w.write_all(&sum.to_le_bytes())
 }
 
-/// A cache file around `payload` (entries as [`write_to`] lays them out), claiming
-/// `count` entries, with a correct header and checksum: for tests and the fuzzer, which
-/// could never forge the checksum and so would never reach the entry decoder.
-pub fn frame(count: u32, payload: &[u8]) -> Vec<u8> {
+/// A cache file around `payload` (entries and directories as [`write_to`] lays them
+/// out), claiming `count` entries and `dirs` directories, with a correct header and
+/// checksum: for tests and the fuzzer, which could never forge the checksum and so would
+/// never reach the record decoders.
+pub fn frame(count: u32, dirs: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 64);
     out.extend_from_slice(MAGIC);
     put_u32(&mut out, FORMAT_VERSION);
     put_bytes(&mut out, CRATE_VERSION.as_bytes());
     put_u32(&mut out, count);
+    put_u32(&mut out, dirs);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
     let sum = checksum(&out);
@@ -548,12 +725,16 @@ pub fn checksum(data: &[u8]) -> u64 {
     c.finish()
 }
 
-/// A streaming 64-bit checksum: 8-byte little-endian words folded in with xor, rotate
-/// and multiply (every step is a bijection of the state, so any single changed word
-/// changes the result), seeded with the total length. It detects corruption, not
-/// tampering: the cache is never trusted over the module files anyway.
+/// A streaming 64-bit checksum: 8-byte little-endian words folded with xor, rotate and
+/// multiply into four lanes in turn (word i into lane i mod 4: four independent chains,
+/// so the work is not one long chain of multiplies), seeded with the total length, the
+/// lanes folded together at the end. Every step is a bijection of its lane, so any
+/// single changed word changes the result. It detects corruption, not tampering: the
+/// cache is never trusted over the module files anyway.
 pub struct Checksum {
-    h: u64,
+    h: [u64; 4],
+    /// The lane of the next word.
+    lane: usize,
     pending: [u8; 8],
     npending: usize,
 }
@@ -562,17 +743,22 @@ impl Checksum {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
     pub fn new(total_len: usize) -> Self {
+        let seed = 0x6B6D_6F64_2D72_7321 ^ total_len as u64;
         Checksum {
-            h: 0x6B6D_6F64_2D72_7321 ^ total_len as u64,
+            h: [seed, seed ^ 1, seed ^ 2, seed ^ 3],
+            lane: 0,
             pending: [0; 8],
             npending: 0,
         }
     }
 
+    fn mix(h: u64, w: u64) -> u64 {
+        (h ^ w).rotate_left(23).wrapping_mul(Self::K)
+    }
+
     fn word(&mut self, w: [u8; 8]) {
-        self.h = (self.h ^ u64::from_le_bytes(w))
-            .rotate_left(23)
-            .wrapping_mul(Self::K);
+        self.h[self.lane] = Self::mix(self.h[self.lane], u64::from_le_bytes(w));
+        self.lane = (self.lane + 1) % 4;
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
@@ -587,13 +773,27 @@ impl Checksum {
             self.word(self.pending);
             self.npending = 0;
         }
-        let mut chunks = data.chunks_exact(8);
-        for c in &mut chunks {
+        let word_at = |d: &[u8], i: usize| {
             let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.word(w);
+            w.copy_from_slice(&d[i..i + 8]);
+            w
+        };
+        // Up to lane 0, then 32 bytes (one word per lane) at a time.
+        while self.lane != 0 && data.len() >= 8 {
+            self.word(word_at(data, 0));
+            data = &data[8..];
         }
-        let rest = chunks.remainder();
+        let mut blocks = data.chunks_exact(32);
+        for b in &mut blocks {
+            for (i, h) in self.h.iter_mut().enumerate() {
+                *h = Self::mix(*h, u64::from_le_bytes(word_at(b, 8 * i)));
+            }
+        }
+        let mut rest = blocks.remainder();
+        while rest.len() >= 8 {
+            self.word(word_at(rest, 0));
+            rest = &rest[8..];
+        }
         self.pending[..rest.len()].copy_from_slice(rest);
         self.npending = rest.len();
     }
@@ -602,7 +802,10 @@ impl Checksum {
         let mut w = [0u8; 8];
         w[..self.npending].copy_from_slice(&self.pending[..self.npending]);
         self.word(w);
-        let mut h = self.h;
+        let mut h = self.h[0];
+        for &lane in &self.h[1..] {
+            h = Self::mix(h, lane);
+        }
         h ^= h >> 29;
         h = h.wrapping_mul(Self::K);
         h ^ (h >> 32)
@@ -631,6 +834,10 @@ mod tests {
         }
     }
 
+    fn enc(entries: &[Entry<'_>]) -> Vec<u8> {
+        encode(entries, &[])
+    }
+
     fn key(n: u64) -> FileKey {
         FileKey {
             dev: 1,
@@ -647,7 +854,7 @@ mod tests {
     fn round_trip_and_exact_keys() {
         let d = sample();
         let e = ModuleData::default();
-        let bytes = encode(&[
+        let bytes = enc(&[
             Entry {
                 path: b"/a/x.ko",
                 key: key(1),
@@ -671,12 +878,12 @@ mod tests {
         assert_eq!(got(b"/a/z.ko", &key(1)), None);
         // A body read in place is stored again byte for byte.
         let body = c.get(b"/a/x.ko", &key(1)).unwrap();
-        let again = encode(&[Entry {
+        let again = enc(&[Entry {
             path: b"/a/x.ko",
             key: key(1),
             data: ModView::Cached(&body),
         }]);
-        let single = encode(&[Entry {
+        let single = enc(&[Entry {
             path: b"/a/x.ko",
             key: key(1),
             data: ModView::Data(&d),
@@ -692,7 +899,7 @@ mod tests {
     #[test]
     fn damaged_caches_are_rejected() {
         let d = sample();
-        let bytes = encode(&[Entry {
+        let bytes = enc(&[Entry {
             path: b"/a/x.ko",
             key: key(1),
             data: ModView::Data(&d),
@@ -718,18 +925,94 @@ mod tests {
             key: key(3),
             data: ModView::Data(&d),
         }];
-        let bytes = encode(&entries);
-        let header = MAGIC.len() + 4 + 4 + CRATE_VERSION.len() + 4 + 8;
+        let bytes = enc(&entries);
+        let header = HEADER_MIN + CRATE_VERSION.len();
         let payload = &bytes[header..bytes.len() - 8];
-        assert_eq!(frame(1, payload), bytes);
-        let c = Cache::parse(frame(1, payload)).unwrap();
+        assert_eq!(frame(1, 0, payload), bytes);
+        let c = Cache::parse(frame(1, 0, payload)).unwrap();
         let listed: Vec<_> = c.entries().collect();
         assert_eq!(listed, vec![(&b"/lib/modules/x/a.ko"[..], key(3))]);
         // A wrong count is caught even though the checksum is right.
         assert_eq!(
-            Cache::parse(frame(2, payload)).err(),
+            Cache::parse(frame(2, 0, payload)).err(),
             Some(Rejected::Malformed)
         );
+    }
+
+    #[test]
+    fn directory_listings_round_trip() {
+        let mut listing = Vec::new();
+        push_listing(&mut listing, Kind::Dir, b"net");
+        push_listing(&mut listing, Kind::Module, b"a.ko.xz");
+        push_listing(&mut listing, Kind::Other, b"link");
+        let d = sample();
+        let bytes = encode(
+            &[Entry {
+                path: b"/m/a.ko",
+                key: key(1),
+                data: ModView::Data(&d),
+            }],
+            &[
+                DirRecord {
+                    path: b"/m/kernel",
+                    key: key(7),
+                    listing: &listing,
+                },
+                DirRecord {
+                    path: b"/m/empty",
+                    key: key(8),
+                    listing: &[],
+                },
+            ],
+        );
+        let c = Cache::parse(bytes.clone()).unwrap();
+        assert_eq!((c.len(), c.dir_count()), (1, 2));
+        let got = c.listing(b"/m/kernel", &key(7)).unwrap();
+        assert_eq!(
+            listing_entries(got).collect::<Vec<_>>(),
+            vec![
+                (Kind::Dir, &b"net"[..]),
+                (Kind::Module, &b"a.ko.xz"[..]),
+                (Kind::Other, &b"link"[..])
+            ]
+        );
+        assert_eq!(c.listing(b"/m/empty", &key(8)), Some(&[][..]));
+        // Only the exact key gives the listing.
+        assert_eq!(c.listing(b"/m/kernel", &key(8)), None);
+        assert_eq!(c.listing(b"/m/other", &key(7)), None);
+        assert!(c.get(b"/m/a.ko", &key(1)).is_some());
+        // A listing with an unknown kind, or cut inside an entry, is malformed even
+        // under a right checksum.
+        let header = HEADER_MIN + CRATE_VERSION.len();
+        let payload = &bytes[header..bytes.len() - 8];
+        assert!(Cache::parse(frame(1, 2, payload)).is_ok());
+        for bad in [&b"\x03\x01\0\0\0x"[..], b"\x00\x05\0\0\0ab"] {
+            let mut p = Vec::new();
+            put_bytes(&mut p, b"/m/d");
+            for x in key(1).words() {
+                p.extend_from_slice(&x.to_le_bytes());
+            }
+            put_bytes(&mut p, bad);
+            assert_eq!(
+                Cache::parse(frame(0, 1, &p)).err(),
+                Some(Rejected::Malformed)
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_lanes_see_every_word() {
+        // A change in any word, or the swap of two words in different lanes, is seen.
+        let data: Vec<u8> = (0..256u32).map(|i| (i * 13 + 1) as u8).collect();
+        let base = checksum(&data);
+        for i in 0..data.len() {
+            let mut d = data.clone();
+            d[i] ^= 1;
+            assert_ne!(checksum(&d), base, "byte {i}");
+        }
+        let mut d = data.clone();
+        d.swap(0, 8);
+        assert_ne!(checksum(&d), base);
     }
 
     #[test]

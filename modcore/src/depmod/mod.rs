@@ -190,6 +190,28 @@ pub struct Summary {
     pub unreadable: usize,
     /// Modules taken from the incremental cache instead of being read.
     pub from_cache: usize,
+    /// Directories whose listing was taken from the incremental cache instead of read.
+    pub dirs_from_cache: usize,
+    /// When each step of the run ended, counted from its start (for `DEPMOD_TIMINGS`).
+    pub phases: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// Marks the end of each step of a run.
+struct Phases {
+    start: std::time::Instant,
+    marks: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            start: std::time::Instant::now(),
+            marks: Vec::new(),
+        }
+    }
+    fn mark(&mut self, name: &'static str) {
+        self.marks.push((name, self.start.elapsed()));
+    }
 }
 
 fn bytes_path(b: &[u8]) -> &Path {
@@ -204,6 +226,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<Summary, DepmodError> {
     let run_start = std::time::SystemTime::now();
+    let mut phases = Phases::new();
     let moddir = opts.moddir();
     let explicit = !opts.files.is_empty() && !opts.all;
 
@@ -232,13 +255,22 @@ pub fn run(
     };
 
     // The incremental cache (see `cache`): tree scans only; `-n` reads it but never
-    // writes it. It is loaded on another thread while the tree is walked.
+    // writes it. It is loaded on another thread while the configuration is read; the
+    // walk takes the directory listings it holds.
     let use_cache = opts.use_cache && !explicit;
     let cache_load = use_cache.then(|| {
         let dir = bytes_path(&opts.outputdir()).to_path_buf();
         std::thread::spawn(move || Cache::load(&dir))
     });
 
+    let mut cache: Option<Cache> = None;
+    let mut listings: Vec<walk::DirListing> = Vec::new();
+    let mut dirs_from_cache = 0;
+    let load_cache = |cache: &mut Option<Cache>| {
+        if let Some(h) = cache_load {
+            *cache = Some(h.join().ok().and_then(Result::ok).unwrap_or_default());
+        }
+    };
     // Find modules.
     let cands: Arc<Vec<Candidate>> = Arc::new(if explicit {
         let mut out: Vec<Candidate> = Vec::new();
@@ -270,13 +302,21 @@ pub fn run(
             None => config::DEFAULT_DIRS.iter().map(PathBuf::from).collect(),
         };
         let cfg = config::load(&paths, &opts.kver, sink);
+        load_cache(&mut cache);
+        phases.mark("configuration and cache loaded");
         let mut w = Walker::new(&moddir, &cfg);
         w.stat_files(use_cache);
+        if let Some(c) = &cache {
+            w.reuse_listings(c);
+        }
         w.walk_all(sink)
             .map_err(|e| DepmodError::Search(crate::errno_text(&e)))?;
+        listings = w.take_listings();
+        dirs_from_cache = listings.iter().filter(|l| l.reused).count();
         w.into_modules()
     });
 
+    phases.mark("walk");
     // Module order.
     let names: Vec<&[u8]> = cands.iter().map(|c| c.modname.as_slice()).collect();
     let stems: Vec<Option<&[u8]>> = cands.iter().map(|c| c.stem_path(&moddir)).collect();
@@ -313,11 +353,9 @@ pub fn run(
 
     // Read every module, in parallel; results come back in module order. With the cache,
     // a module whose file is unchanged (same stat key) is taken from it instead.
-    let cache = match cache_load {
-        Some(h) => h.join().ok().and_then(Result::ok).unwrap_or_default(),
-        None => Cache::empty(),
-    };
-    let cached_entries = cache.len();
+    let cache = cache.unwrap_or_else(Cache::empty);
+    let cached_entries = cache.len() + cache.dir_count();
+    phases.mark("module order");
     progress.start(ordered.len() as u64);
     let results = Arc::new(read_all(
         &ordered,
@@ -329,6 +367,7 @@ pub fn run(
     let from_cache = results.iter().filter(|g| g.hit).count();
     progress.finish();
     drop(cache);
+    phases.mark("modules read");
     let mut unreadable = 0;
     let empty = ModuleData::default();
     let datas: Vec<ModView<'_>> = results
@@ -394,6 +433,7 @@ pub fn run(
             ),
         }
     }
+    phases.mark("symbols resolved");
     let topo = match g.topo() {
         Ok(t) => t,
         Err(stalled) => {
@@ -429,6 +469,7 @@ pub fn run(
         warn_dups: opts.warn_dups,
     };
     let dep_lines = out.dep_lines();
+    phases.mark("dependencies sorted");
 
     // Produce the files concurrently; diagnostics are replayed in file order, just before
     // each file is written, so stderr reads exactly as if they were made one by one.
@@ -506,6 +547,8 @@ pub fn run(
             modules: mods.len(),
             unreadable,
             from_cache,
+            dirs_from_cache,
+            phases: phases.marks,
         });
     }
 
@@ -521,62 +564,77 @@ pub fn run(
     let cache_job = use_cache.then(|| {
         let (dir, ordered) = (outdir_path.clone(), ordered.clone());
         let (cands, results) = (Arc::clone(&cands), Arc::clone(&results));
+        let listings = std::mem::take(&mut listings);
         std::thread::spawn(move || {
-            prepare_cache(&dir, &ordered, &cands, &results, cached_entries, run_start)
+            let prior = Prior {
+                cached_entries,
+                run_start,
+            };
+            prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
         })
     });
+    // Each file is written and synced under a temporary name by a thread of its own as
+    // soon as it is made (the syncs overlap with the making of the rest); then the files
+    // are renamed into place one by one in the fixed order, each file's diagnostics
+    // replayed just before: a failure stops the sequence where a one-by-one run would
+    // have stopped (files prepared beyond it are removed).
+    let suffix = fsio::temp_suffix();
+    let make = |name: &'static str| -> Made {
+        let p = produce(name);
+        let job = p.data.map(|data| {
+            let (dir, suffix) = (outdir_path.clone(), suffix.clone());
+            Writer::start(Box::new(move || {
+                fsio::prepare_atomic(&dir, name, &suffix, &data)
+            }))
+        });
+        Made {
+            job,
+            diags: p.diags,
+        }
+    };
     // The alias index is the biggest single job (about 40% of the work on a real tree):
     // it starts at once, next to everything else, so that it does not end up last.
     let (heavy, rest) = rayon::join(
         || {
             HEAVY_OUTPUTS
                 .par_iter()
-                .map(|n| produce(n))
+                .map(|n| make(n))
                 .collect::<Vec<_>>()
         },
         || {
             OUTPUT_FILES
                 .par_iter()
                 .filter(|n| !HEAVY_OUTPUTS.contains(n))
-                .map(|n| produce(n))
+                .map(|n| make(n))
                 .collect::<Vec<_>>()
         },
     );
-    let mut heavy: Vec<Option<Produced>> = heavy.into_iter().map(Some).collect();
+    phases.mark("outputs made");
+    let mut heavy: Vec<Option<Made>> = heavy.into_iter().map(Some).collect();
     let mut rest = rest.into_iter();
-    let mut produced_outputs: Vec<Produced> = OUTPUT_FILES
+    let made: Vec<Made> = OUTPUT_FILES
         .iter()
         .filter_map(|n| match HEAVY_OUTPUTS.iter().position(|h| h == n) {
             Some(i) => heavy.get_mut(i).and_then(Option::take),
             None => rest.next(),
         })
         .collect();
-    let suffix = fsio::temp_suffix();
-    // Write and fsync the files concurrently (the fsyncs overlap), then rename them into
-    // place one by one in the fixed order, replaying each file's diagnostics just before:
-    // a failure stops the sequence where a one-by-one run would have stopped.
-    let made = produced_outputs
-        .iter()
-        .position(|p| p.data.is_err())
-        .unwrap_or(produced_outputs.len());
-    let mut prepared = prepare_all(&outdir_path, &suffix, &produced_outputs[..made]).into_iter();
     let mut written = Ok(());
-    for (name, p) in OUTPUT_FILES.iter().zip(produced_outputs.iter_mut()) {
-        p.replay(sink);
-        let step = std::mem::replace(&mut p.data, Ok(Vec::new())).and_then(|_| {
-            match prepared.next() {
-                Some(file) => file?.commit()?,
-                None => unreachable_output(name)?,
-            }
+    for (name, m) in OUTPUT_FILES.iter().zip(made) {
+        if written.is_err() {
+            // Wait for the writer, so that its temporary file is removed.
+            drop(m.job.map(|job| job.finish(outdir_path.join(name))));
+            continue;
+        }
+        for d in &m.diags.0 {
+            sink.emit(d.level, d.message.clone());
+        }
+        written = m.job.and_then(|job| {
+            job.finish(outdir_path.join(name))?.commit()?;
             Ok(())
         });
-        if step.is_err() {
-            written = step;
-            break;
-        }
     }
-    drop(prepared);
-    drop(produced_outputs);
+    phases.mark("outputs written");
     // Only once every output is in place does the new cache replace the old one (the
     // writer is always waited for, so no temporary file outlives the run). A failure only
     // costs speed next time: reported at debug level, the run succeeds.
@@ -598,62 +656,62 @@ pub fn run(
         }
     }
     let _ = fsio::sync_dir(&outdir_path);
+    phases.mark("cache written");
     let summary = Summary {
         up_to_date: false,
         modules: mods.len(),
         unreadable,
         from_cache,
+        dirs_from_cache,
+        phases: phases.marks,
     };
     // Freeing a million small allocations takes a while; nothing waits for it.
     defer_drop((results, g, dep_lines, cands));
     Ok(summary)
 }
 
-/// Write and sync the files of `outputs` (in `OUTPUT_FILES` order) under their temporary
-/// names, one thread per file; the results are in the same order.
-fn prepare_all(
-    dir: &Path,
-    suffix: &str,
-    outputs: &[Produced],
-) -> Vec<Result<fsio::Prepared, fsio::WriteError>> {
-    let prepare = |name: &str, p: &Produced| match &p.data {
-        Ok(data) => fsio::prepare_atomic(dir, name, suffix, data),
-        Err(_) => Err(fsio::WriteError::Write {
-            path: dir.join(name),
-            source: std::io::Error::other("no data"),
-        }),
-    };
-    std::thread::scope(|scope| {
-        let jobs: Vec<_> = OUTPUT_FILES
-            .iter()
-            .zip(outputs)
-            .map(|(name, p)| {
-                let job = std::thread::Builder::new().spawn_scoped(scope, move || prepare(name, p));
-                (name, p, job)
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|(name, p, job)| match job {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(fsio::WriteError::Write {
-                        path: dir.join(name),
-                        source: std::io::Error::other("writer thread failed"),
-                    })
-                }),
-                // No thread: write it here.
-                Err(_) => prepare(name, p),
-            })
-            .collect()
-    })
+/// One output file: the thread writing it under its temporary name (or why it could
+/// not be made), and what its producer reported.
+struct Made {
+    job: Result<Writer, DepmodError>,
+    diags: Collect,
 }
 
-/// An output file for which no temporary file was prepared: cannot happen (every file up
-/// to the first failed one is prepared), reported as a write error rather than a panic.
-fn unreachable_output(name: &str) -> Result<(), fsio::WriteError> {
-    Err(fsio::WriteError::Write {
-        path: std::path::PathBuf::from(name),
-        source: std::io::Error::other("output was not prepared"),
-    })
+/// A file being written on a thread of its own (or, if no thread could be started,
+/// already written).
+enum Writer {
+    Thread(std::thread::JoinHandle<Option<Result<fsio::Prepared, fsio::WriteError>>>),
+    Done(Option<Result<fsio::Prepared, fsio::WriteError>>),
+}
+
+type WriteJob = Box<dyn FnOnce() -> Result<fsio::Prepared, fsio::WriteError> + Send>;
+
+impl Writer {
+    fn start(write: WriteJob) -> Writer {
+        // Shared, so that the job is not lost if the thread cannot be started.
+        let slot = Arc::new(std::sync::Mutex::new(Some(write)));
+        let job = Arc::clone(&slot);
+        let take =
+            |s: &std::sync::Mutex<Option<WriteJob>>| s.lock().ok().and_then(|mut f| f.take());
+        match std::thread::Builder::new().spawn(move || take(&job).map(|f| f())) {
+            Ok(handle) => Writer::Thread(handle),
+            Err(_) => Writer::Done(take(&slot).map(|f| f())),
+        }
+    }
+
+    /// Wait for the file; `path` names it if the thread itself failed.
+    fn finish(self, path: std::path::PathBuf) -> Result<fsio::Prepared, fsio::WriteError> {
+        let got = match self {
+            Writer::Done(r) => r,
+            Writer::Thread(h) => h.join().ok().flatten(),
+        };
+        got.unwrap_or_else(|| {
+            Err(fsio::WriteError::Write {
+                path,
+                source: std::io::Error::other("writer thread failed"),
+            })
+        })
+    }
 }
 
 /// Drop `v` on a background thread (inline if no thread can be started). A process that
@@ -777,10 +835,18 @@ fn read_all(
         .collect()
 }
 
-/// The new cache with this run's modules (settled, readable ones only), written under a
-/// temporary name for the caller to rename into place; `None` when there is nothing worth
-/// writing: no module has new data to store and at most a quarter of the cached entries
-/// are for modules that are gone or changed. Such stale entries are never used (their key
+/// What the cache writer needs to know about the run: how many records (modules and
+/// directories) the old cache held, and when the run started (the settle rule).
+struct Prior {
+    cached_entries: usize,
+    run_start: std::time::SystemTime,
+}
+
+/// The new cache with this run's modules (settled, readable ones only) and directory
+/// listings (settled ones), written under a temporary name for the caller to rename into
+/// place; `None` when there is nothing worth writing: no module or directory has new
+/// data to store and at most a quarter of the old cache's records are for modules or
+/// directories that are gone or changed. Such stale records are never used (their key
 /// cannot match again), so the old file stays valid and only carries some dead weight
 /// until the next rewrite.
 fn prepare_cache(
@@ -788,14 +854,14 @@ fn prepare_cache(
     ordered: &[usize],
     cands: &[Candidate],
     results: &[Got],
-    cached_entries: usize,
-    run_start: std::time::SystemTime,
+    listings: &[walk::DirListing],
+    prior: Prior,
 ) -> Option<Result<fsio::Prepared, fsio::WriteError>> {
     let entries: Vec<(cache::Entry<'_>, bool)> = ordered
         .iter()
         .zip(results)
         .filter_map(|(&i, g)| match (&g.res, g.key) {
-            (Ok(data), Some(key)) if key.settled(run_start) => Some((
+            (Ok(data), Some(key)) if key.settled(prior.run_start) => Some((
                 cache::Entry {
                     path: &cands[i].path,
                     key,
@@ -806,17 +872,31 @@ fn prepare_cache(
             _ => None,
         })
         .collect();
-    let hits = entries.iter().filter(|(_, hit)| *hit).count();
-    let stale = cached_entries.saturating_sub(hits);
-    if hits == entries.len() && stale * 4 <= cached_entries {
+    let dirs: Vec<(cache::DirRecord<'_>, bool)> = listings
+        .iter()
+        .filter(|l| l.key.settled(prior.run_start))
+        .map(|l| {
+            let rec = cache::DirRecord {
+                path: &l.path,
+                key: l.key,
+                listing: &l.listing,
+            };
+            (rec, l.reused)
+        })
+        .collect();
+    let hits = entries.iter().filter(|(_, hit)| *hit).count()
+        + dirs.iter().filter(|(_, reused)| *reused).count();
+    let stale = prior.cached_entries.saturating_sub(hits);
+    if hits == entries.len() + dirs.len() && stale * 4 <= prior.cached_entries {
         return None;
     }
     let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _)| e).collect();
+    let dirs: Vec<cache::DirRecord<'_>> = dirs.into_iter().map(|(d, _)| d).collect();
     Some(fsio::prepare_atomic_with(
         dir,
         cache::CACHE_FILE,
         &fsio::temp_suffix(),
-        |w| cache::write_to(w, &entries),
+        |w| cache::write_to(w, &entries, &dirs),
     ))
 }
 

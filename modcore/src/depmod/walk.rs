@@ -1,15 +1,18 @@
 //! Finding module files (spec depmod-and-index §3): the tree walk, external directories,
 //! explicit files, and the duplicate-name priority rules.
 
-use super::cache::FileKey;
+use super::cache::{self, Cache, FileKey, Kind};
 use super::config::{DepmodConfig, SearchEntry};
 use crate::diag::{Level, Sink};
 use crate::name::modname_from_path;
+use nix::dir::Type;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// A module file that survived the walk.
@@ -84,149 +87,391 @@ pub fn is_module_name(name: &[u8]) -> bool {
 /// task that met them.
 const PARALLEL_DEPTH: usize = 6;
 
+/// What the walk found in one directory (not a root of the walk): kept in the
+/// incremental cache so that a later walk need not read the directory again while its
+/// key is unchanged (see [`cache`](super::cache)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirListing {
+    /// The directory's full path, as the walk builds it.
+    pub path: Vec<u8>,
+    /// The directory's stat key (links followed).
+    pub key: FileKey,
+    /// Its entries, encoded with [`cache::push_listing`].
+    pub listing: Vec<u8>,
+    /// Taken from the cache rather than read.
+    pub reused: bool,
+}
+
 /// What the walk met, in walk order.
 enum Found {
     /// A module file (its full path and, if taken, its stat key).
     Module(Vec<u8>, Option<FileKey>),
     /// Something to report at error level.
     Problem(String),
+    /// A directory's listing (only when the walk records them).
+    Listing(DirListing),
 }
 
-/// The entries of a directory the walk looks at (not `.`, `..`, `build`, `source` or an
-/// excluded name), in readdir order.
-fn listing(cfg: &DepmodConfig, rd: std::fs::ReadDir) -> Vec<std::fs::DirEntry> {
-    rd.filter_map(Result::ok)
-        .filter(|ent| {
-            let name = ent.file_name();
-            let nb = name.as_bytes();
-            let skipped = nb == b"." || nb == b".." || nb == b"build" || nb == b"source";
-            !skipped && !cfg.excludes.iter().any(|x| x.as_slice() == nb)
-        })
-        .collect()
+/// How the walk behaves: what it skips, whether it stats module files and records
+/// listings, and the listings of an earlier walk it may reuse.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    cfg: &'a DepmodConfig,
+    /// Take each module file's stat key and record every directory's listing.
+    stat: bool,
+    prior: Option<&'a Cache>,
+}
+
+/// Directories this deep (counting from the walk's root) and deeper are looked into by
+/// full path instead of through an open descriptor: a hostile tree thousands of levels
+/// deep must not use up the process's descriptors.
+const FD_DEPTH: usize = 40;
+
+/// An open descriptor, closed when dropped.
+struct Fd(RawFd);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
+
+/// What keeps a directory open while its entries are looked at (nothing deep down).
+enum Handle {
+    None,
+    Path(Fd),
+    Read(nix::dir::Dir),
+}
+
+impl Handle {
+    fn raw(&self) -> Option<RawFd> {
+        match self {
+            Handle::None => None,
+            Handle::Path(fd) => Some(fd.0),
+            Handle::Read(d) => Some(d.as_raw_fd()),
+        }
+    }
+}
+
+/// How the walk names a directory's entries to the kernel: relative to the directory's
+/// descriptor (one path component to resolve, not the whole path), or by full path.
+#[derive(Clone, Copy)]
+struct At<'p> {
+    fd: Option<RawFd>,
+    dir: &'p [u8],
+}
+
+impl At<'_> {
+    fn with<T>(
+        &self,
+        name: &[u8],
+        f: impl FnOnce(Option<RawFd>, &[u8]) -> nix::Result<T>,
+    ) -> nix::Result<T> {
+        match self.fd {
+            Some(fd) => f(Some(fd), name),
+            None => {
+                let mut full = self.dir.to_vec();
+                full.push(b'/');
+                full.extend_from_slice(name);
+                f(None, &full)
+            }
+        }
+    }
+
+    /// stat(2) of an entry, following links or not.
+    fn stat(&self, name: &[u8], follow: bool) -> nix::Result<FileStat> {
+        let flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::AT_SYMLINK_NOFOLLOW
+        };
+        self.with(name, |fd, p| fstatat(fd, p, flags))
+    }
+
+    /// Open a subdirectory (following links) only as a place to look things up from, and
+    /// stat it.
+    fn open_dir(&self, name: &[u8]) -> nix::Result<(Fd, FileStat)> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = Fd(self.with(name, |fd, p| openat(fd, p, flags, Mode::empty()))?);
+        let st = fstat(fd.0)?;
+        Ok((fd, st))
+    }
+}
+
+fn io_text(e: nix::errno::Errno) -> String {
+    crate::errno_text(&std::io::Error::from(e))
+}
+
+/// One entry of a directory to look at: its name and, from readdir, its type.
+enum Ent<'c> {
+    Read(Vec<u8>, Option<Type>),
+    /// From a listing of an earlier walk: looked at as a link would be (stat, following).
+    Stored(&'c [u8], Kind),
+}
+
+impl Ent<'_> {
+    fn name(&self) -> &[u8] {
+        match self {
+            Ent::Read(name, _) => name,
+            Ent::Stored(name, _) => name,
+        }
+    }
+
+    /// Might this entry be (or lead to) a directory?
+    fn maybe_dir(&self) -> bool {
+        match self {
+            Ent::Read(_, t) => *t != Some(Type::File),
+            Ent::Stored(_, kind) => *kind != Kind::Module,
+        }
+    }
+}
+
+/// Where a directory's entries come from.
+enum Source<'c> {
+    /// readdir, on a descriptor opened for it.
+    Read,
+    /// readdir, already open (a root of the walk).
+    Open(nix::dir::Dir),
+    /// A listing of an earlier walk.
+    Stored(&'c [u8]),
+}
+
+/// A directory to walk: its path, what holds it open, where its entries come from and
+/// its stat key (none for a root of the walk).
+struct Dir<'c> {
+    path: Vec<u8>,
+    handle: Handle,
+    source: Source<'c>,
+    key: Option<FileKey>,
+}
+
+/// A directory's entries to look at (not `.`, `..`, `build`, `source` or an excluded
+/// name), in readdir order; when listings are recorded, the directory's listing; and what
+/// holds the directory open while the entries are looked at.
+type Listed<'c> = (Vec<Ent<'c>>, Option<DirListing>, Handle);
+
+/// List `dir` (see [`Listed`]); `Err` is the problem to report.
+fn list<'c>(ctx: Ctx<'c>, dir: Dir<'c>, depth: usize) -> Result<Listed<'c>, Found> {
+    let excluded = |nb: &[u8]| ctx.cfg.excludes.iter().any(|x| x.as_slice() == nb);
+    let record = ctx.stat && dir.key.is_some();
+    let mut d = match dir.source {
+        Source::Stored(listing) => {
+            let entries = cache::listing_entries(listing)
+                .filter(|(_, name)| !excluded(name))
+                .map(|(kind, name)| Ent::Stored(name, kind))
+                .collect();
+            let rec = dir.key.filter(|_| record).map(|key| DirListing {
+                path: dir.path,
+                key,
+                listing: listing.to_vec(),
+                reused: true,
+            });
+            return Ok((entries, rec, dir.handle));
+        }
+        Source::Open(d) => d,
+        Source::Read => {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let opened = match dir.handle.raw() {
+                Some(fd) => nix::dir::Dir::openat(Some(fd), ".", flags, Mode::empty()),
+                None => nix::dir::Dir::open(dir.path.as_slice(), flags, Mode::empty()),
+            };
+            opened.map_err(|e| {
+                Found::Problem(format!(
+                    "could not open directory {}: {}",
+                    show(&dir.path),
+                    io_text(e)
+                ))
+            })?
+        }
+    };
+    let mut listing = Vec::new();
+    let mut entries = Vec::new();
+    for ent in d.iter().filter_map(Result::ok) {
+        let nb = ent.file_name().to_bytes();
+        if nb == b"." || nb == b".." || nb == b"build" || nb == b"source" {
+            continue;
+        }
+        let t = ent.file_type();
+        if record {
+            // What a later walk must look at again: everything but regular files that
+            // are not modules (excluded names too: the configuration may change).
+            let kind = match t {
+                Some(Type::File) => is_module_name(nb).then_some(Kind::Module),
+                Some(Type::Directory) => Some(Kind::Dir),
+                _ => Some(Kind::Other),
+            };
+            if let Some(kind) = kind {
+                cache::push_listing(&mut listing, kind, nb);
+            }
+        }
+        if !excluded(nb) {
+            entries.push(Ent::Read(nb.to_vec(), t));
+        }
+    }
+    let rec = dir.key.filter(|_| record).map(|key| DirListing {
+        path: dir.path,
+        key,
+        listing,
+        reused: false,
+    });
+    // Deep down, nothing stays open.
+    let handle = if depth >= FD_DEPTH {
+        Handle::None
+    } else {
+        Handle::Read(d)
+    };
+    Ok((entries, rec, handle))
 }
 
 /// What one directory entry means for the walk.
-enum Step {
+enum Step<'c> {
     Found(Found),
-    /// A directory to walk: its path, its listing handle and its (device, inode).
-    Descend(Vec<u8>, std::fs::ReadDir, (u64, u64)),
+    /// A directory to walk, and its (device, inode).
+    Descend(Dir<'c>, (u64, u64)),
     Nothing,
 }
 
-/// Look at one entry of `dir`. `ancestors`: see [`walk_dir`].
-fn step(dir: &[u8], ent: &std::fs::DirEntry, ancestors: &[(u64, u64)], stat: bool) -> Step {
-    let name = ent.file_name();
-    let nb = name.as_bytes();
-    let mut full = dir.to_vec();
-    full.push(b'/');
-    full.extend_from_slice(nb);
-    let fpath = Path::new(OsStr::from_bytes(&full));
-    // The type from readdir, or (symbolic links, file systems that do not say) from
-    // stat(2), which follows links.
-    let (ft, followed) = match ent.file_type() {
-        Ok(ft) if ft.is_file() || ft.is_dir() => (ft, None),
-        _ => match std::fs::metadata(fpath) {
-            Ok(m) => (m.file_type(), Some(m)),
+fn key_of(st: &FileStat) -> FileKey {
+    FileKey {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec,
+        ctime: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
+    }
+}
+
+fn show(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// Look at one entry of the directory `at` names. `ancestors`: see [`walk_dir`].
+fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -> Step<'c> {
+    let nb = ent.name();
+    let full = || {
+        let mut full = at.dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(nb);
+        full
+    };
+    // The type from readdir, or (symbolic links, file systems that do not say, entries
+    // of a stored listing) from stat(2), which follows links.
+    let known = match ent {
+        Ent::Read(_, t @ Some(Type::File | Type::Directory)) => *t,
+        _ => None,
+    };
+    let (is_dir, followed) = match known {
+        Some(t) => (t == Type::Directory, None),
+        None => match at.stat(nb, true) {
+            Ok(st) => {
+                let fmt = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                if fmt != SFlag::S_IFDIR && fmt != SFlag::S_IFREG {
+                    let kind = st.st_mode & SFlag::S_IFMT.bits();
+                    return Step::Found(Found::Problem(format!(
+                        "unsupported file type {}: {:o}",
+                        show(&full()),
+                        kind
+                    )));
+                }
+                (fmt == SFlag::S_IFDIR, Some(st))
+            }
             Err(e) => {
                 return Step::Found(Found::Problem(format!(
                     "fstatat({}, {}): {}",
-                    fpath.display(),
-                    name.to_string_lossy(),
-                    crate::errno_text(&e)
+                    show(&full()),
+                    show(nb),
+                    io_text(e)
                 )));
             }
         },
     };
-    if ft.is_dir() {
-        let Ok(m) = std::fs::metadata(fpath) else {
+    if is_dir {
+        let Ok((fd, st)) = at.open_dir(nb) else {
             return Step::Nothing;
         };
-        let id = (m.dev(), m.ino());
+        let id = (st.st_dev, st.st_ino);
+        let full = full();
         if ancestors.contains(&id) {
             return Step::Found(Found::Problem(format!(
                 "{}: directory loop, not descending again",
-                fpath.display()
+                show(&full)
             )));
         }
-        match std::fs::read_dir(fpath) {
-            Ok(rd) => Step::Descend(full, rd, id),
-            Err(e) => Step::Found(Found::Problem(format!(
-                "could not open directory {}: {}",
-                fpath.display(),
-                crate::errno_text(&e)
-            ))),
-        }
-    } else if ft.is_file() {
+        let key = key_of(&st);
+        let handle = if ancestors.len() >= FD_DEPTH {
+            Handle::None
+        } else {
+            Handle::Path(fd)
+        };
+        let source = match ctx.prior.and_then(|c| c.listing(&full, &key)) {
+            Some(listing) => Source::Stored(listing),
+            None => Source::Read,
+        };
+        Step::Descend(
+            Dir {
+                path: full,
+                handle,
+                source,
+                key: Some(key),
+            },
+            id,
+        )
+    } else {
         if !is_module_name(nb) {
             return Step::Nothing;
         }
-        let key = if !stat {
-            None
-        } else if let Some(m) = followed {
-            Some(FileKey::of(&m))
-        } else {
+        let key = match (ctx.stat, followed) {
+            (false, _) => None,
+            (true, Some(st)) => Some(key_of(&st)),
             // A regular file (not a link): its own metadata is stat(2)'s.
-            ent.metadata().ok().map(|m| FileKey::of(&m))
+            (true, None) => at.stat(nb, false).ok().map(|st| key_of(&st)),
         };
-        Step::Found(Found::Module(full, key))
-    } else {
-        let kind = if ft.is_fifo() {
-            0o010000
-        } else if ft.is_char_device() {
-            0o020000
-        } else if ft.is_block_device() {
-            0o060000
-        } else if ft.is_socket() {
-            0o140000
-        } else {
-            0
-        };
-        Step::Found(Found::Problem(format!(
-            "unsupported file type {}: {:o}",
-            fpath.display(),
-            kind
-        )))
+        Step::Found(Found::Module(full(), key))
     }
 }
 
-/// Everything under `dir` (whose entries `rd` lists), in readdir order, depth first.
-/// `ancestors` are the (device, inode) pairs of the directories above and of `dir`
-/// itself: meeting one of them again is a loop. Near the top, subdirectories are walked
-/// in parallel; deeper down [`walk_serial`] goes on without recursion (a hostile tree can
-/// be thousands of directories deep).
-fn walk_dir(
-    cfg: &DepmodConfig,
-    dir: &[u8],
-    rd: std::fs::ReadDir,
-    ancestors: &[(u64, u64)],
-    stat: bool,
-) -> Vec<Found> {
+/// Everything under `dir`, in readdir order, depth first. `ancestors` are the (device,
+/// inode) pairs of the directories above and of `dir` itself: meeting one of them again
+/// is a loop. Near the top, subdirectories are walked in parallel; deeper down
+/// [`walk_serial`] goes on without recursion (a hostile tree can be thousands of
+/// directories deep).
+fn walk_dir(ctx: Ctx<'_>, dir: Dir<'_>, ancestors: &[(u64, u64)]) -> Vec<Found> {
     if ancestors.len() > PARALLEL_DEPTH {
-        return walk_serial(cfg, dir, rd, ancestors, stat);
+        return walk_serial(ctx, dir, ancestors);
     }
-    let entries = listing(cfg, rd);
+    let path = dir.path.clone();
+    let (entries, listing, handle) = match list(ctx, dir, ancestors.len()) {
+        Ok(l) => l,
+        Err(problem) => return vec![problem],
+    };
+    let at = At {
+        fd: handle.raw(),
+        dir: &path,
+    };
     // Each entry gives nothing, one finding, or a subtree's findings.
-    let visit = |ent: &std::fs::DirEntry| -> (Option<Found>, Vec<Found>) {
-        match step(dir, ent, ancestors, stat) {
+    let visit = |ent: &Ent<'_>| -> (Option<Found>, Vec<Found>) {
+        match step(ctx, at, ent, ancestors) {
             Step::Found(f) => (Some(f), Vec::new()),
             Step::Nothing => (None, Vec::new()),
-            Step::Descend(full, rd, id) => {
+            Step::Descend(sub, id) => {
                 let mut below = ancestors.to_vec();
                 below.push(id);
-                (None, walk_dir(cfg, &full, rd, &below, stat))
+                (None, walk_dir(ctx, sub, &below))
             }
         }
     };
     // Files need no task of their own; a directory with subdirectories fans out.
-    let fan_out = entries
-        .iter()
-        .any(|e| e.file_type().map_or(true, |ft| !ft.is_file()));
+    let fan_out = entries.iter().any(Ent::maybe_dir);
     let visited: Vec<(Option<Found>, Vec<Found>)> = if fan_out {
         entries.par_iter().map(visit).collect()
     } else {
         entries.iter().map(visit).collect()
     };
-    let mut out = Vec::with_capacity(visited.len());
+    drop(handle);
+    let mut out = Vec::with_capacity(visited.len() + 1);
+    out.extend(listing.map(Found::Listing));
     for (one, many) in visited {
         out.extend(one);
         out.extend(many);
@@ -236,28 +481,57 @@ fn walk_dir(
 
 /// [`walk_dir`] with an explicit stack: the same results in the same order, in constant
 /// stack space.
-fn walk_serial(
-    cfg: &DepmodConfig,
-    dir: &[u8],
-    rd: std::fs::ReadDir,
-    ancestors: &[(u64, u64)],
-    stat: bool,
-) -> Vec<Found> {
+fn walk_serial<'c>(ctx: Ctx<'c>, dir: Dir<'c>, ancestors: &[(u64, u64)]) -> Vec<Found> {
+    struct Frame<'c> {
+        path: Vec<u8>,
+        entries: std::vec::IntoIter<Ent<'c>>,
+        handle: Handle,
+    }
     let mut out = Vec::new();
     let mut path = ancestors.to_vec();
-    let mut stack = vec![(dir.to_vec(), listing(cfg, rd).into_iter())];
-    while let Some((d, entries)) = stack.last_mut() {
-        let Some(ent) = entries.next() else {
+    let open = |dir: Dir<'c>, depth: usize, out: &mut Vec<Found>| {
+        let p = dir.path.clone();
+        match list(ctx, dir, depth) {
+            Ok((entries, listing, handle)) => {
+                out.extend(listing.map(Found::Listing));
+                Some(Frame {
+                    path: p,
+                    entries: entries.into_iter(),
+                    handle,
+                })
+            }
+            Err(problem) => {
+                out.push(problem);
+                None
+            }
+        }
+    };
+    let mut stack: Vec<Frame<'c>> = Vec::new();
+    match open(dir, path.len(), &mut out) {
+        Some(f) => stack.push(f),
+        None => return out,
+    }
+    while let Some(frame) = stack.last_mut() {
+        let Some(ent) = frame.entries.next() else {
             stack.pop();
             path.pop();
             continue;
         };
-        match step(d, &ent, &path, stat) {
+        let at = At {
+            fd: frame.handle.raw(),
+            dir: &frame.path,
+        };
+        match step(ctx, at, &ent, &path) {
             Step::Found(f) => out.push(f),
             Step::Nothing => {}
-            Step::Descend(full, rd, id) => {
+            Step::Descend(sub, id) => {
                 path.push(id);
-                stack.push((full, listing(cfg, rd).into_iter()));
+                match open(sub, path.len(), &mut out) {
+                    Some(f) => stack.push(f),
+                    None => {
+                        path.pop();
+                    }
+                }
             }
         }
     }
@@ -272,6 +546,8 @@ pub struct Walker<'a> {
     kept: Vec<Candidate>,
     by_name: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
     stat: bool,
+    prior: Option<&'a Cache>,
+    listings: Vec<DirListing>,
 }
 
 impl<'a> Walker<'a> {
@@ -283,14 +559,30 @@ impl<'a> Walker<'a> {
             kept: Vec::new(),
             by_name: HashMap::default(),
             stat: false,
+            prior: None,
+            listings: Vec::new(),
         }
     }
 
     /// Take every module file's stat key during the walk (for the incremental cache): a
     /// `statx` relative to the open directory, in the walk's parallel tasks, is much
     /// cheaper than one by full path later.
+    /// Record every directory's listing too (see [`Walker::take_listings`]).
     pub fn stat_files(&mut self, on: bool) {
         self.stat = on;
+    }
+
+    /// Take a directory's listing from `cache` instead of reading the directory when the
+    /// directory's stat key is the one stored with it. Every entry of such a listing is
+    /// still stat'ed (following links).
+    pub fn reuse_listings(&mut self, cache: &'a Cache) {
+        self.prior = Some(cache);
+    }
+
+    /// The listings of the directories walked so far (with [`Walker::stat_files`]), in no
+    /// particular order; roots of the walk are not included.
+    pub fn take_listings(&mut self) -> Vec<DirListing> {
+        std::mem::take(&mut self.listings)
     }
 
     /// Walk MODDIR, then the external directories in reverse config order.
@@ -309,37 +601,45 @@ impl<'a> Walker<'a> {
         is_moddir: bool,
         sink: &mut dyn Sink,
     ) -> std::io::Result<()> {
-        let path = Path::new(OsStr::from_bytes(dir));
-        let rd = match std::fs::read_dir(path) {
-            Ok(rd) => rd,
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let d = match nix::dir::Dir::open(dir, flags, Mode::empty()) {
+            Ok(d) => d,
             Err(e) => {
                 sink.emit(
                     Level::Error,
-                    format!(
-                        "could not open directory {}: {}",
-                        path.display(),
-                        crate::errno_text(&e)
-                    ),
+                    format!("could not open directory {}: {}", show(dir), io_text(e)),
                 );
                 if is_moddir {
-                    return Err(e);
+                    return Err(std::io::Error::from(e));
                 }
                 return Ok(());
             }
         };
         let mut seen_dirs = Vec::new();
-        if let Ok(m) = std::fs::metadata(path) {
-            seen_dirs.push((m.dev(), m.ino()));
+        if let Ok(st) = fstat(d.as_raw_fd()) {
+            seen_dirs.push((st.st_dev, st.st_ino));
         }
         // The tree is read in parallel (a subdirectory per task); the findings come back
         // in the order a one-thread walk meets them, and are applied in that order.
-        for found in walk_dir(self.cfg, dir, rd, &seen_dirs, self.stat) {
+        let ctx = Ctx {
+            cfg: self.cfg,
+            stat: self.stat,
+            prior: self.prior,
+        };
+        let root = Dir {
+            path: dir.to_vec(),
+            handle: Handle::None,
+            source: Source::Open(d),
+            key: None,
+        };
+        for found in walk_dir(ctx, root, &seen_dirs) {
             match found {
                 Found::Module(path, key) => self.offer(Candidate {
                     key,
                     ..Candidate::new(path)
                 }),
                 Found::Problem(message) => sink.emit(Level::Error, message),
+                Found::Listing(l) => self.listings.push(l),
             }
         }
         Ok(())

@@ -589,13 +589,8 @@ impl IndexFile {
     }
 }
 
-#[allow(unsafe_code)]
 fn map_file(file: &File) -> std::io::Result<memmap2::Mmap> {
-    // SAFETY: the map is read-only and private, and only read as plain bytes with every
-    // access bounds-checked. As with any file mapping (and as kmod itself does), another
-    // process truncating the file while it is mapped could fault the reader; index files are
-    // replaced by rename, never rewritten in place, so that does not happen in practice.
-    unsafe { memmap2::Mmap::map(file) }
+    crate::fsio::map_readonly(file, false)
 }
 
 #[cfg(test)]
