@@ -226,4 +226,64 @@ fn write_fuzz_seeds() {
         "symvers",
         b"0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\n0xdeadbeef\tfat_get\tfs/fat/fat\tEXPORT_SYMBOL_GPL\n0xzz\t_bad\tvmlinux\tEXPORT_SYMBOL\n",
     );
+    // The cache: a whole file (format 3, modules and directory listings), and the
+    // payload alone behind the count byte the target frames it with (low nibble: entries,
+    // high nibble: directories).
+    {
+        use modcore::depmod::cache::{self, DirRecord, Entry, FileKey, Kind};
+        use modcore::depmod::view::ModView;
+        use modcore::module::{Export, ModuleData, Need};
+        let data = ModuleData {
+            modinfo: vec![(b"alias".to_vec(), b"fs-vfat".to_vec())],
+            exports: vec![Export {
+                name: b"fat_get".to_vec(),
+                crc: 0x1234,
+            }],
+            needs: vec![Need {
+                name: b"printk".to_vec(),
+                crc: 7,
+                weak: false,
+            }],
+        };
+        let key = |ino| FileKey {
+            dev: 2049,
+            ino,
+            size: 4096,
+            mtime: 1_700_000_000,
+            mtime_nsec: 5,
+            ctime: 1_700_000_000,
+            ctime_nsec: 6,
+        };
+        let mut listing = Vec::new();
+        cache::push_listing(&mut listing, Kind::Dir, b"fat");
+        cache::push_listing(&mut listing, Kind::Module, b"vfat.ko");
+        cache::push_listing(&mut listing, Kind::Other, b"link");
+        let entries = [Entry {
+            path: b"/lib/modules/6.1/kernel/fs/vfat.ko",
+            key: key(11),
+            data: ModView::Data(&data),
+        }];
+        let dirs = [
+            DirRecord {
+                path: b"/lib/modules/6.1/kernel/fs",
+                key: key(12),
+                listing: &listing,
+            },
+            DirRecord {
+                path: b"/lib/modules/6.1/kernel/fs/fat",
+                key: key(13),
+                listing: &[],
+            },
+        ];
+        let file = cache::encode(&entries, &dirs);
+        put("cache", "three-modules.cache", &file);
+        // An empty cache is the header and the checksum alone.
+        let header = cache::encode(&[], &[]).len() - 8;
+        let payload = &file[header..file.len() - 8];
+        let framed_cache = cache::Cache::parse(cache::frame(1, 2, payload)).unwrap();
+        assert_eq!((framed_cache.len(), framed_cache.dir_count()), (1, 2));
+        let mut framed = vec![0x21u8];
+        framed.extend_from_slice(payload);
+        put("cache", "entry-and-listings.payload", &framed);
+    }
 }
