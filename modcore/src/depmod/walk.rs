@@ -104,8 +104,8 @@ pub struct DirListing {
 
 /// What the walk met, in walk order.
 enum Found {
-    /// A module file (its full path and, if taken, its stat key).
-    Module(Vec<u8>, Option<FileKey>),
+    /// A module file (made a candidate, its name worked out, by the task that found it).
+    Module(Candidate),
     /// Something to report at error level.
     Problem(String),
     /// A directory's listing (only when the walk records them).
@@ -428,7 +428,10 @@ fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -
             // A regular file (not a link): its own metadata is stat(2)'s.
             (true, None) => at.stat(nb, false).ok().map(|st| key_of(&st)),
         };
-        Step::Found(Found::Module(full(), key))
+        Step::Found(Found::Module(Candidate {
+            key,
+            ..Candidate::new(full())
+        }))
     }
 }
 
@@ -634,10 +637,7 @@ impl<'a> Walker<'a> {
         };
         for found in walk_dir(ctx, root, &seen_dirs) {
             match found {
-                Found::Module(path, key) => self.offer(Candidate {
-                    key,
-                    ..Candidate::new(path)
-                }),
+                Found::Module(c) => self.offer(c),
                 Found::Problem(message) => sink.emit(Level::Error, message),
                 Found::Listing(l) => self.listings.push(l),
             }
