@@ -56,6 +56,13 @@ impl Sink for Collect {
 }
 
 impl Collect {
+    /// Pass every collected message on to `sink`, in order.
+    pub fn replay(&self, sink: &mut dyn Sink) {
+        for d in &self.0 {
+            sink.emit(d.level, d.message.clone());
+        }
+    }
+
     /// Messages of one level.
     pub fn at(&self, level: Level) -> impl Iterator<Item = &str> {
         self.0

@@ -106,18 +106,19 @@ pub enum Event {
     BadCrc { module: u32, symbol: Vec<u8> },
 }
 
-/// Symbol name to its record. foldhash: several times faster than SipHash on the
-/// 200,000 symbol lookups of a big tree, and still seeded per process, so crafted
-/// names cannot aim for collisions.
-pub type SymbolTable = HashMap<Vec<u8>, SymRecord, foldhash::fast::RandomState>;
+/// Symbol name to its record; the names are borrowed from the modules (and the kernel
+/// symbol list), not copied. foldhash: several times faster than SipHash on the 200,000
+/// symbol lookups of a big tree, and still seeded per process, so crafted names cannot
+/// aim for collisions.
+pub type SymbolTable<'a> = HashMap<&'a [u8], SymRecord, foldhash::fast::RandomState>;
 
 /// The resolved dependency graph over modules in module order.
-pub struct DepGraph {
+pub struct DepGraph<'a> {
     /// Direct dependencies in discovery order (petgraph storage; see `deps`).
     pub graph: DiGraph<(), ()>,
     deps: Vec<Vec<u32>>,
     /// Symbol table.
-    pub symbols: SymbolTable,
+    pub symbols: SymbolTable<'a>,
 }
 
 fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
@@ -127,15 +128,19 @@ fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
     }
 }
 
-impl DepGraph {
+impl<'a> DepGraph<'a> {
     /// Build the symbol table and the edges (spec §5.3, §5.4). `mods` is in module order.
-    pub fn build(mods: &[ModView<'_>], opts: &ResolveOptions, events: &mut Vec<Event>) -> DepGraph {
+    pub fn build(
+        mods: &[ModView<'a>],
+        opts: &'a ResolveOptions,
+        events: &mut Vec<Event>,
+    ) -> DepGraph<'a> {
         let exports: usize = mods.iter().map(|m| m.export_count()).sum();
         let mut symbols = SymbolTable::with_capacity_and_hasher(exports + 64, Default::default());
         if let Some(ks) = &opts.kernel_symbols {
             for (name, crc) in ks {
                 symbols.insert(
-                    name.clone(),
+                    name.as_slice(),
                     SymRecord {
                         owner: None,
                         crc: *crc,
@@ -144,14 +149,14 @@ impl DepGraph {
             }
             for fake in [&b"__this_module"[..], b"_GLOBAL_OFFSET_TABLE_"] {
                 symbols.insert(
-                    fake.to_vec(),
+                    fake,
                     SymRecord {
                         owner: None,
                         crc: 0,
                     },
                 );
             }
-            symbols.entry(b"TOC.".to_vec()).or_insert(SymRecord {
+            symbols.entry(&b"TOC."[..]).or_insert(SymRecord {
                 owner: None,
                 crc: 0,
             });
@@ -160,7 +165,7 @@ impl DepGraph {
             for (name, crc) in m.exports() {
                 let name = strip_prefix(name, opts.prefix);
                 symbols.insert(
-                    name.to_vec(),
+                    name,
                     SymRecord {
                         owner: Some(i as u32),
                         crc,

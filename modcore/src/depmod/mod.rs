@@ -461,13 +461,7 @@ pub fn run(
             data: *d,
         })
         .collect();
-    let out = Outputs {
-        mods: &mods,
-        graph: &g,
-        topo: &topo,
-        layout: opts.layout,
-        warn_dups: opts.warn_dups,
-    };
+    let out = Outputs::new(&mods, &g, &topo, opts.layout, opts.warn_dups);
     let dep_lines = out.dep_lines();
     phases.mark("dependencies sorted");
 
@@ -537,7 +531,7 @@ pub fn run(
         let parts: Vec<Produced> = SHOWN.par_iter().map(|n| produce(n)).collect();
         let mut all = Vec::new();
         for p in parts {
-            p.replay(sink);
+            p.diags.replay(sink);
             all.extend(p.data?);
         }
         stdout.write_all(&all).map_err(DepmodError::Stdout)?;
@@ -626,9 +620,7 @@ pub fn run(
             drop(m.job.map(|job| job.finish(outdir_path.join(name))));
             continue;
         }
-        for d in &m.diags.0 {
-            sink.emit(d.level, d.message.clone());
-        }
+        m.diags.replay(sink);
         written = m.job.and_then(|job| {
             job.finish(outdir_path.join(name))?.commit()?;
             Ok(())
@@ -666,7 +658,7 @@ pub fn run(
         phases: phases.marks,
     };
     // Freeing a million small allocations takes a while; nothing waits for it.
-    defer_drop((results, g, dep_lines, cands));
+    defer_drop((results, dep_lines, cands));
     Ok(summary)
 }
 
@@ -904,14 +896,6 @@ fn prepare_cache(
 struct Produced {
     data: Result<Vec<u8>, DepmodError>,
     diags: Collect,
-}
-
-impl Produced {
-    fn replay(&self, sink: &mut dyn Sink) {
-        for d in &self.diags.0 {
-            sink.emit(d.level, d.message.clone());
-        }
-    }
 }
 
 /// Read and parse one module file; the error text is kmod's strerror plus our cause.

@@ -3,6 +3,7 @@
 use super::graph::{ClosureScratch, DepGraph, SYMBOL_BUCKETS};
 use super::view::ModView;
 use crate::diag::{show, Level, Sink};
+use crate::hash::bucket_of;
 use crate::index::{IndexBuilder, Layout, WriteError};
 use crate::name::{modname_from_path, normalize_alias};
 use rayon::prelude::*;
@@ -22,11 +23,14 @@ pub struct OutModule<'a> {
 /// Everything needed to produce the files.
 pub struct Outputs<'a> {
     pub mods: &'a [OutModule<'a>],
-    pub graph: &'a DepGraph,
+    pub graph: &'a DepGraph<'a>,
     pub topo: &'a [u32],
     pub layout: Layout,
     /// `-w`: warn about duplicate index values.
     pub warn_dups: bool,
+    /// The module-owned symbols in hash order, worked out once for the two files that
+    /// list them (see [`Outputs::owned_symbols`]).
+    owned: std::sync::OnceLock<Vec<(&'a [u8], u32)>>,
 }
 
 fn modinfo_values<'a>(m: ModView<'a>, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -34,6 +38,23 @@ fn modinfo_values<'a>(m: ModView<'a>, key: &'a [u8]) -> impl Iterator<Item = &'a
 }
 
 impl<'a> Outputs<'a> {
+    pub fn new(
+        mods: &'a [OutModule<'a>],
+        graph: &'a DepGraph<'a>,
+        topo: &'a [u32],
+        layout: Layout,
+        warn_dups: bool,
+    ) -> Outputs<'a> {
+        Outputs {
+            mods,
+            graph,
+            topo,
+            layout,
+            warn_dups,
+            owned: std::sync::OnceLock::new(),
+        }
+    }
+
     /// A builder that finds duplicate values only when they are reported (`-w`).
     fn index_builder(&self) -> IndexBuilder {
         if self.warn_dups {
@@ -87,6 +108,9 @@ impl<'a> Outputs<'a> {
         sink: &mut dyn Sink,
     ) -> Result<Vec<u8>, WriteError> {
         let mut idx = self.index_builder();
+        let bytes = self.mods.iter().map(|m| m.modname.len()).sum::<usize>()
+            + lines.iter().map(Vec::len).sum::<usize>();
+        idx.reserve(self.mods.len(), bytes);
         for (i, (m, l)) in self.mods.iter().zip(lines).enumerate() {
             if idx.insert(m.modname, l, i as u32) && self.warn_dups {
                 sink.emit(
@@ -98,8 +122,23 @@ impl<'a> Outputs<'a> {
         idx.write(self.layout)
     }
 
+    /// (count, bytes) of every module's aliases, each with its module's name.
+    fn alias_sizes(&self) -> (usize, usize) {
+        let mut sizes = (0, 0);
+        for m in self.mods {
+            for a in modinfo_values(m.data, b"alias") {
+                sizes.0 += 1;
+                sizes.1 += a.len() + m.modname.len();
+            }
+        }
+        sizes
+    }
+
     pub fn modules_alias(&self) -> Vec<u8> {
-        let mut out = b"# Aliases extracted from modules themselves.\n".to_vec();
+        const HEAD: &[u8] = b"# Aliases extracted from modules themselves.\n";
+        let (count, bytes) = self.alias_sizes();
+        let mut out = Vec::with_capacity(HEAD.len() + bytes + count * b"alias  \n".len());
+        out.extend_from_slice(HEAD);
         for m in self.mods {
             for a in modinfo_values(m.data, b"alias") {
                 out.extend_from_slice(b"alias ");
@@ -114,6 +153,8 @@ impl<'a> Outputs<'a> {
 
     pub fn modules_alias_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
         let mut idx = self.index_builder();
+        let (count, bytes) = self.alias_sizes();
+        idx.reserve(count, bytes);
         for (i, m) in self.mods.iter().enumerate() {
             for a in modinfo_values(m.data, b"alias") {
                 match normalize_alias(a) {
@@ -169,21 +210,39 @@ impl<'a> Outputs<'a> {
         )
     }
 
-    /// Module-owned symbols in symbol hash order: (name, owner index).
-    fn owned_symbols(&self) -> Vec<(&'a [u8], u32)> {
-        let mut owned: Vec<(&[u8], u32)> = self
-            .graph
-            .symbols
-            .iter()
-            .filter_map(|(k, r)| r.owner.map(|o| (k.as_slice(), o)))
-            .collect();
-        crate::hash::sort_hash_order(&mut owned, SYMBOL_BUCKETS, |(k, _)| k);
-        owned
+    /// Module-owned symbols in symbol hash order: (name, owner index). Made by the first
+    /// caller, shared by the next (modules.symbols and modules.symbols.bin are made
+    /// concurrently).
+    fn owned_symbols(&self) -> &[(&'a [u8], u32)] {
+        self.owned.get_or_init(|| {
+            // Symbol names are distinct (they are the table's keys): no ties to keep.
+            let mut owned: Vec<(u32, &[u8], u32)> = self
+                .graph
+                .symbols
+                .iter()
+                .filter_map(|(k, r)| r.owner.map(|o| (bucket_of(k, SYMBOL_BUCKETS), *k, o)))
+                .collect();
+            owned.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            owned.into_iter().map(|(_, k, o)| (k, o)).collect()
+        })
     }
 
     pub fn modules_symbols(&self) -> Vec<u8> {
-        let mut out = b"# Aliases for symbols, used by symbol_request().\n".to_vec();
-        for (name, owner) in self.owned_symbols() {
+        const HEAD: &[u8] = b"# Aliases for symbols, used by symbol_request().\n";
+        let owned = self.owned_symbols();
+        let mut out = Vec::with_capacity(
+            HEAD.len()
+                + owned
+                    .iter()
+                    .map(|&(name, owner)| {
+                        b"alias symbol: \n".len()
+                            + name.len()
+                            + self.mods[owner as usize].modname.len()
+                    })
+                    .sum::<usize>(),
+        );
+        out.extend_from_slice(HEAD);
+        for &(name, owner) in owned {
             out.extend_from_slice(b"alias symbol:");
             out.extend_from_slice(name);
             out.push(b' ');
@@ -195,8 +254,19 @@ impl<'a> Outputs<'a> {
 
     pub fn modules_symbols_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
         let mut idx = self.index_builder();
-        for (name, owner) in self.owned_symbols() {
-            let mut key = b"symbol:".to_vec();
+        let owned = self.owned_symbols();
+        idx.reserve(
+            owned.len(),
+            owned
+                .iter()
+                .map(|&(name, owner)| {
+                    b"symbol:".len() + name.len() + self.mods[owner as usize].modname.len()
+                })
+                .sum(),
+        );
+        let mut key = b"symbol:".to_vec();
+        for &(name, owner) in owned {
+            key.truncate(b"symbol:".len());
             key.extend_from_slice(name);
             let m = self.mods[owner as usize].modname;
             if idx.insert(&key, m, owner) && self.warn_dups {

@@ -81,8 +81,17 @@ fn hash_order_is_bucket_then_bytes() {
     assert_eq!(buckets, sorted);
 }
 
-fn build(mods: &[ModuleData], opts: &ResolveOptions) -> (DepGraph, Vec<Event>) {
-    let refs: Vec<ModView<'_>> = mods.iter().map(ModView::Data).collect();
+/// Resolution without any option (a static: the graph borrows from its options).
+static NO_OPTIONS: ResolveOptions = ResolveOptions {
+    prefix: None,
+    kernel_symbols: None,
+    errsyms: false,
+    check_crcs: false,
+    edges: false,
+};
+
+fn build<'a>(mods: &'a [ModuleData], opts: &'a ResolveOptions) -> (DepGraph<'a>, Vec<Event>) {
+    let refs: Vec<ModView<'a>> = mods.iter().map(ModView::Data).collect();
     let mut ev = Vec::new();
     let g = DepGraph::build(&refs, opts, &mut ev);
     (g, ev)
@@ -104,7 +113,7 @@ fn last_exporter_wins_and_edges_in_discovery_order() {
         m(&["b_sym", "b_sym2", "dup"], &[("c_sym", true)], &[]),
         m(&["c_sym", "dup"], &[], &[]),
     ];
-    let (_, quiet) = build(&mods, &ResolveOptions::default());
+    let (_, quiet) = build(&mods, &NO_OPTIONS);
     assert!(quiet.is_empty(), "edges are events only with -v: {quiet:?}");
     let verbose = ResolveOptions {
         edges: true,
@@ -136,7 +145,7 @@ fn lifo_topological_numbering() {
         m(&["s2"], &[], &[]),
         m(&["s3"], &[], &[]),
     ];
-    let (g, _) = build(&mods, &ResolveOptions::default());
+    let (g, _) = build(&mods, &NO_OPTIONS);
     assert_eq!(g.topo().expect("acyclic"), vec![1, 0, 3, 2]);
 }
 
@@ -151,7 +160,7 @@ fn cycles_are_reported_once_each() {
         m(&["free"], &[], &[]),
         m(&[], &[("x1", false)], &[]),
     ];
-    let (g, _) = build(&mods, &ResolveOptions::default());
+    let (g, _) = build(&mods, &NO_OPTIONS);
     let stalled = g.topo().expect_err("cyclic");
     let (cycles, count) = g.cycles(&stalled);
     assert_eq!(cycles, vec![vec![0, 1, 0], vec![2, 3, 4, 2]]);
@@ -161,7 +170,7 @@ fn cycles_are_reported_once_each() {
 #[test]
 fn self_edge_is_a_cycle() {
     let mods = vec![m(&["s"], &[("s", false)], &[])];
-    let (g, _) = build(&mods, &ResolveOptions::default());
+    let (g, _) = build(&mods, &NO_OPTIONS);
     let stalled = g.topo().expect_err("cyclic");
     assert_eq!(g.cycles(&stalled), (vec![vec![0, 0]], 1));
 }
@@ -233,7 +242,7 @@ fn text_outputs() {
             ],
         ),
     ];
-    let (g, _) = build(&mods, &ResolveOptions::default());
+    let (g, _) = build(&mods, &NO_OPTIONS);
     let topo = g.topo().expect("acyclic");
     let outs = [
         OutModule {
@@ -247,13 +256,7 @@ fn text_outputs() {
             data: ModView::Data(&mods[1]),
         },
     ];
-    let o = Outputs {
-        mods: &outs,
-        graph: &g,
-        topo: &topo,
-        layout: Layout::PostOrder,
-        warn_dups: false,
-    };
+    let o = Outputs::new(&outs, &g, &topo, Layout::PostOrder, false);
     let lines = o.dep_lines();
     assert_eq!(
         Outputs::modules_dep(&lines),

@@ -141,6 +141,9 @@ enum Handle {
     None,
     Path(Fd),
     Read(nix::dir::Dir),
+    /// Not opened at all: reached through an ancestor's descriptor (held open by the
+    /// ancestor's walk, which outlasts this one) by the relative path `.1`.
+    Within(RawFd, Vec<u8>),
 }
 
 impl Handle {
@@ -149,15 +152,40 @@ impl Handle {
             Handle::None => None,
             Handle::Path(fd) => Some(fd.0),
             Handle::Read(d) => Some(d.as_raw_fd()),
+            Handle::Within(fd, _) => Some(*fd),
+        }
+    }
+
+    /// The directory's path relative to [`raw`](Self::raw) (empty: the descriptor is the
+    /// directory's own).
+    fn rel(&self) -> &[u8] {
+        match self {
+            Handle::Within(_, rel) => rel,
+            _ => &[],
+        }
+    }
+
+    /// `dir` and its handle, for naming its entries.
+    fn at<'p>(&'p self, dir: &'p [u8]) -> At<'p> {
+        At {
+            fd: self.raw(),
+            rel: self.rel(),
+            dir,
         }
     }
 }
+
+/// At most this many path components lead from an open descriptor to a directory that
+/// was not opened (see [`Handle::Within`]); one further down is opened.
+const WITHIN_DEPTH: usize = 4;
 
 /// How the walk names a directory's entries to the kernel: relative to the directory's
 /// descriptor (one path component to resolve, not the whole path), or by full path.
 #[derive(Clone, Copy)]
 struct At<'p> {
     fd: Option<RawFd>,
+    /// The directory relative to `fd` (empty: `fd` is the directory's own descriptor).
+    rel: &'p [u8],
     dir: &'p [u8],
 }
 
@@ -168,7 +196,8 @@ impl At<'_> {
         f: impl FnOnce(Option<RawFd>, &[u8]) -> nix::Result<T>,
     ) -> nix::Result<T> {
         match self.fd {
-            Some(fd) => f(Some(fd), name),
+            Some(fd) if self.rel.is_empty() => f(Some(fd), name),
+            Some(fd) => f(Some(fd), &self.within(name)),
             None => {
                 let mut full = self.dir.to_vec();
                 full.push(b'/');
@@ -186,6 +215,26 @@ impl At<'_> {
             AtFlags::AT_SYMLINK_NOFOLLOW
         };
         self.with(name, |fd, p| fstatat(fd, p, flags))
+    }
+
+    /// The path of entry `name` relative to `fd`.
+    fn within(&self, name: &[u8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(self.rel.len() + 1 + name.len());
+        p.extend_from_slice(self.rel);
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+
+    /// A handle for the subdirectory `name` that opens nothing, when the descriptor it
+    /// would go through is open and few enough components away.
+    fn handle_within(&self, name: &[u8]) -> Option<Handle> {
+        let fd = self.fd?;
+        if self.rel.is_empty() {
+            return Some(Handle::Within(fd, name.to_vec()));
+        }
+        let parts = 1 + self.rel.iter().filter(|&&b| b == b'/').count();
+        (parts < WITHIN_DEPTH).then(|| Handle::Within(fd, self.within(name)))
     }
 
     /// Open a subdirectory (following links) only as a place to look things up from, and
@@ -271,8 +320,12 @@ fn list<'c>(ctx: Ctx<'c>, dir: Dir<'c>, depth: usize) -> Result<Listed<'c>, Foun
         Source::Open(d) => d,
         Source::Read => {
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let rel = match dir.handle.rel() {
+                [] => &b"."[..],
+                rel => rel,
+            };
             let opened = match dir.handle.raw() {
-                Some(fd) => nix::dir::Dir::openat(Some(fd), ".", flags, Mode::empty()),
+                Some(fd) => nix::dir::Dir::openat(Some(fd), rel, flags, Mode::empty()),
                 None => nix::dir::Dir::open(dir.path.as_slice(), flags, Mode::empty()),
             };
             opened.map_err(|e| {
@@ -388,6 +441,41 @@ fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -
         },
     };
     if is_dir {
+        // A directory whose listing the cache holds under its current key is not opened:
+        // its entries are looked at through this directory's descriptor.
+        if let Some(prior) = ctx.prior.filter(|c| c.dir_count() > 0) {
+            let st = match followed {
+                Some(st) => Ok(st),
+                None => at.stat(nb, true),
+            };
+            if let Ok(st) = st {
+                let full = full();
+                let key = key_of(&st);
+                let id = (st.st_dev, st.st_ino);
+                if let (Some(listing), Some(handle)) =
+                    (prior.listing(&full, &key), at.handle_within(nb))
+                {
+                    if ancestors.contains(&id) {
+                        return Step::Found(Found::Problem(format!(
+                            "{}: directory loop, not descending again",
+                            show(&full)
+                        )));
+                    }
+                    let handle = if ancestors.len() >= FD_DEPTH {
+                        Handle::None
+                    } else {
+                        handle
+                    };
+                    let dir = Dir {
+                        path: full,
+                        handle,
+                        source: Source::Stored(listing),
+                        key: Some(key),
+                    };
+                    return Step::Descend(dir, id);
+                }
+            }
+        }
         let Ok((fd, st)) = at.open_dir(nb) else {
             return Step::Nothing;
         };
@@ -435,26 +523,24 @@ fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -
     }
 }
 
-/// Everything under `dir`, in readdir order, depth first. `ancestors` are the (device,
-/// inode) pairs of the directories above and of `dir` itself: meeting one of them again
-/// is a loop. Near the top, subdirectories are walked in parallel; deeper down
-/// [`walk_serial`] goes on without recursion (a hostile tree can be thousands of
-/// directories deep).
-fn walk_dir(ctx: Ctx<'_>, dir: Dir<'_>, ancestors: &[(u64, u64)]) -> Vec<Found> {
+/// Everything under `dir`, in readdir order, depth first, in pieces (one after the
+/// other they are the findings: a subtree's pieces are handed up as they are, not copied
+/// into one vector at every level). `ancestors` are the (device, inode) pairs of the
+/// directories above and of `dir` itself: meeting one of them again is a loop. Near the
+/// top, subdirectories are walked in parallel; deeper down [`walk_serial`] goes on
+/// without recursion (a hostile tree can be thousands of directories deep).
+fn walk_dir(ctx: Ctx<'_>, dir: Dir<'_>, ancestors: &[(u64, u64)]) -> Vec<Vec<Found>> {
     if ancestors.len() > PARALLEL_DEPTH {
-        return walk_serial(ctx, dir, ancestors);
+        return vec![walk_serial(ctx, dir, ancestors)];
     }
     let path = dir.path.clone();
     let (entries, listing, handle) = match list(ctx, dir, ancestors.len()) {
         Ok(l) => l,
-        Err(problem) => return vec![problem],
+        Err(problem) => return vec![vec![problem]],
     };
-    let at = At {
-        fd: handle.raw(),
-        dir: &path,
-    };
+    let at = handle.at(&path);
     // Each entry gives nothing, one finding, or a subtree's findings.
-    let visit = |ent: &Ent<'_>| -> (Option<Found>, Vec<Found>) {
+    let visit = |ent: &Ent<'_>| -> (Option<Found>, Vec<Vec<Found>>) {
         match step(ctx, at, ent, ancestors) {
             Step::Found(f) => (Some(f), Vec::new()),
             Step::Nothing => (None, Vec::new()),
@@ -467,19 +553,28 @@ fn walk_dir(ctx: Ctx<'_>, dir: Dir<'_>, ancestors: &[(u64, u64)]) -> Vec<Found> 
     };
     // Files need no task of their own; a directory with subdirectories fans out.
     let fan_out = entries.iter().any(Ent::maybe_dir);
-    let visited: Vec<(Option<Found>, Vec<Found>)> = if fan_out {
+    let visited: Vec<(Option<Found>, Vec<Vec<Found>>)> = if fan_out {
         entries.par_iter().map(visit).collect()
     } else {
         entries.iter().map(visit).collect()
     };
     drop(handle);
-    let mut out = Vec::with_capacity(visited.len() + 1);
-    out.extend(listing.map(Found::Listing));
-    for (one, many) in visited {
-        out.extend(one);
-        out.extend(many);
+    let mut pieces = Vec::new();
+    let mut own = Vec::with_capacity(visited.len() + 1);
+    own.extend(listing.map(Found::Listing));
+    for (one, below) in visited {
+        own.extend(one);
+        if !below.is_empty() {
+            if !own.is_empty() {
+                pieces.push(std::mem::take(&mut own));
+            }
+            pieces.extend(below);
+        }
     }
-    out
+    if !own.is_empty() {
+        pieces.push(own);
+    }
+    pieces
 }
 
 /// [`walk_dir`] with an explicit stack: the same results in the same order, in constant
@@ -520,10 +615,7 @@ fn walk_serial<'c>(ctx: Ctx<'c>, dir: Dir<'c>, ancestors: &[(u64, u64)]) -> Vec<
             path.pop();
             continue;
         };
-        let at = At {
-            fd: frame.handle.raw(),
-            dir: &frame.path,
-        };
+        let at = frame.handle.at(&frame.path);
         match step(ctx, at, &ent, &path) {
             Step::Found(f) => out.push(f),
             Step::Nothing => {}
@@ -635,7 +727,7 @@ impl<'a> Walker<'a> {
             source: Source::Open(d),
             key: None,
         };
-        for found in walk_dir(ctx, root, &seen_dirs) {
+        for found in walk_dir(ctx, root, &seen_dirs).into_iter().flatten() {
             match found {
                 Found::Module(c) => self.offer(c),
                 Found::Problem(message) => sink.emit(Level::Error, message),

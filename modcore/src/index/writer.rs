@@ -120,6 +120,16 @@ impl IndexBuilder {
         }
     }
 
+    /// Make room for `values` more inserts holding `bytes` bytes of keys and values in
+    /// all (the builder then grows in one step instead of doubling its way there).
+    pub fn reserve(&mut self, values: usize, bytes: usize) {
+        self.records.reserve(values);
+        self.bytes.reserve(bytes);
+        if self.check_duplicates {
+            self.previous.reserve(values);
+        }
+    }
+
     /// Has nothing been inserted?
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
@@ -217,51 +227,91 @@ impl IndexBuilder {
 
     /// The records in file order (by key; within a key ascending priority, the newest
     /// first among equal priorities: each value goes before the first one of equal or
-    /// higher priority), the distinct keys and the trie over them.
-    fn sorted(&self) -> Sorted {
-        // Each record is tagged with its key's first 16 bytes (big-endian, zero-padded):
-        // comparing those orders most pairs without touching the arena; equal tags fall
-        // back to the whole key (a zero pad never decides, as keys may be prefixes).
-        let mut tagged: Vec<(u128, u32)> = self
+    /// higher priority) and the distinct keys, with their common prefixes.
+    fn keyed(&self) -> Keyed {
+        // Each record is tagged with its key's first 24 bytes (big-endian, zero-padded):
+        // comparing those orders most pairs without touching the arena (real alias keys
+        // often share their first 16 bytes, "pci:v00008086d00"); equal tags fall back to
+        // the rest of the key, or to the whole key when one is shorter than the tag (a
+        // zero pad never decides, as keys may be prefixes of one another).
+        let mut tagged: Vec<Tagged> = self
             .records
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let k = self.key_of(r);
-                let mut head = [0u8; 16];
-                let n = k.len().min(16);
-                head[..n].copy_from_slice(&k[..n]);
-                (u128::from_be_bytes(head), i as u32)
+                let (hi, lo) = tag(self.key_of(r));
+                Tagged {
+                    hi,
+                    lo,
+                    id: i as u32,
+                }
             })
             .collect();
-        tagged.sort_unstable_by(|&(ha, a), &(hb, b)| {
-            ha.cmp(&hb).then_with(|| {
-                let (ra, rb) = (&self.records[a as usize], &self.records[b as usize]);
-                self.key_of(ra)
-                    .cmp(self.key_of(rb))
+        let rest_cmp = |a: &[u8], b: &[u8]| {
+            if a.len() >= TAG_LEN && b.len() >= TAG_LEN {
+                a[TAG_LEN..].cmp(&b[TAG_LEN..])
+            } else {
+                a.cmp(b)
+            }
+        };
+        tagged.sort_unstable_by(|x, y| {
+            (x.hi, x.lo).cmp(&(y.hi, y.lo)).then_with(|| {
+                let (ra, rb) = (&self.records[x.id as usize], &self.records[y.id as usize]);
+                rest_cmp(self.key_of(ra), self.key_of(rb))
                     .then(ra.priority.cmp(&rb.priority))
-                    .then(b.cmp(&a))
+                    .then(y.id.cmp(&x.id))
             })
         });
-        let order: Vec<u32> = tagged.into_iter().map(|(_, i)| i).collect();
-        let mut keys: Vec<(u32, u32)> = Vec::new();
-        // The distinct keys, copied one after the other in key order: the trie walk
-        // below reads them many times, range by range, and in insertion order they would
-        // be scattered over the arena (a cache miss per key and level).
-        let mut sorted_bytes: Vec<u8> = Vec::new();
-        let mut ends: Vec<usize> = Vec::new();
+        // The distinct keys, copied one after the other in key order (the trie walk
+        // below reads them range by range; in insertion order they would be scattered
+        // over the arena), with the common prefix of each key and the one before it.
+        let n = self.records.len();
+        let mut keys: Vec<(u32, u32)> = Vec::with_capacity(n);
+        let mut sorted_bytes: Vec<u8> =
+            Vec::with_capacity(self.records.iter().map(|r| r.key_len as usize).sum());
+        let mut ends: Vec<usize> = Vec::with_capacity(n);
+        let mut lcp: Vec<u32> = Vec::with_capacity(n);
         let mut lo = 0usize;
-        while lo < order.len() {
-            let k = self.key_of(&self.records[order[lo] as usize]);
+        while lo < tagged.len() {
+            let first = &tagged[lo];
+            let k = self.key_of(&self.records[first.id as usize]);
             let mut hi = lo + 1;
-            while hi < order.len() && self.key_of(&self.records[order[hi] as usize]) == k {
+            while hi < tagged.len()
+                && (tagged[hi].hi, tagged[hi].lo) == (first.hi, first.lo)
+                && self.key_of(&self.records[tagged[hi].id as usize]) == k
+            {
                 hi += 1;
             }
+            let prev_start = ends.len().checked_sub(2).map_or(0, |i| ends[i]);
+            let prev = match ends.last() {
+                Some(&e) => &sorted_bytes[prev_start..e],
+                None => &[][..],
+            };
+            lcp.push(common_prefix(prev, k) as u32);
             keys.push((lo as u32, hi as u32));
             sorted_bytes.extend_from_slice(k);
             ends.push(sorted_bytes.len());
             lo = hi;
         }
+        Keyed {
+            order: tagged.into_iter().map(|t| t.id).collect(),
+            keys,
+            bytes: sorted_bytes,
+            ends,
+            lcp,
+        }
+    }
+
+    /// The records in file order (see [`IndexBuilder::keyed`]) and the trie over the
+    /// distinct keys.
+    fn sorted(&self) -> Sorted {
+        let Keyed {
+            order,
+            keys,
+            bytes: sorted_bytes,
+            ends,
+            lcp,
+        } = self.keyed();
         let key_bytes: Vec<&[u8]> = ends
             .iter()
             .scan(0usize, |start, &end| {
@@ -280,36 +330,31 @@ impl IndexBuilder {
             children: (0, 0),
         }];
         let mut children: Vec<(u8, u32)> = Vec::new();
-        // (node, distinct keys lo..hi under it, bytes of the key consumed above it)
-        let mut work: Vec<(u32, u32, u32, usize)> = Vec::new();
+        // (node, distinct keys lo..hi under it, bytes of the key consumed above it, the
+        // length of the prefix all its keys share). Sorted keys: the keys of a range all
+        // share min(lcp[lo+1..hi]) bytes, and a range splits where lcp equals that.
+        let mut work: Vec<(u32, u32, u32, usize, usize)> = Vec::new();
         if !keys.is_empty() {
-            work.push((0, 0, keys.len() as u32, 0));
+            work.push((ROOT, 0, keys.len() as u32, 0, 0));
         }
-        while let Some((id, lo, hi, depth)) = work.pop() {
-            let first = key(lo);
-            let last = key(hi - 1);
-            // Sorted keys: what the first and the last share, all between share.
-            let end = if id == 0 {
-                0
-            } else {
-                depth
-                    + first[depth..]
-                        .iter()
-                        .zip(&last[depth..])
-                        .take_while(|(a, b)| a == b)
-                        .count()
-            };
+        while let Some((id, lo, hi, depth, end)) = work.pop() {
             let mut next = lo;
-            let values = (first.len() == end).then(|| {
+            let values = (key(lo).len() == end).then(|| {
                 next += 1;
                 lo
             });
             let child_start = children.len() as u32;
             while next < hi {
-                let byte = key(next)[end];
+                // The child's keys: up to the next key that differs at byte `end`; their
+                // shared length is the smallest lcp inside the group (a single key: all).
                 let mut stop = next + 1;
-                while stop < hi && key(stop)[end] == byte {
+                let mut shared = usize::MAX;
+                while stop < hi && lcp[stop as usize] as usize > end {
+                    shared = shared.min(lcp[stop as usize] as usize);
                     stop += 1;
+                }
+                if stop == next + 1 {
+                    shared = key(next).len();
                 }
                 let child = nodes.len() as u32;
                 nodes.push(Node {
@@ -319,8 +364,8 @@ impl IndexBuilder {
                     values: None,
                     children: (0, 0),
                 });
-                children.push((byte, child));
-                work.push((child, next, stop, end + 1));
+                children.push((key(next)[end], child));
+                work.push((child, next, stop, end + 1, shared));
                 next = stop;
             }
             let n = &mut nodes[id as usize];
@@ -372,6 +417,15 @@ impl IndexBuilder {
                 offset: MAX_NODE_OFFSET,
             });
         }
+        match layout {
+            Layout::PostOrder => self.write_post_order(),
+            Layout::PreOrder => self.write_laid_out(layout),
+        }
+    }
+
+    /// [`write`](Self::write) by building the trie, then placing every node (either
+    /// layout).
+    fn write_laid_out(&self, layout: Layout) -> Result<Vec<u8>, WriteError> {
         let s = self.sorted();
         let nodes = &s.nodes;
         let count = nodes.len();
@@ -509,6 +563,193 @@ impl IndexBuilder {
     }
 }
 
+impl IndexBuilder {
+    /// [`write`](Self::write) for [`Layout::PostOrder`] in one pass over the sorted keys,
+    /// without building the trie first: each node's subtrees come before the node, so
+    /// the file is written front to back, a node as soon as its children are (their
+    /// offsets are then known). Same bytes as laying the trie out.
+    fn write_post_order(&self) -> Result<Vec<u8>, WriteError> {
+        let k = self.keyed();
+        let key = |i: u32| k.key(i);
+        let n = k.keys.len() as u32;
+        let mut out: Vec<u8> = Vec::with_capacity(
+            HEADER_LEN + k.bytes.len() + self.bytes.len() + 9 * self.records.len(),
+        );
+        out.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+        out.extend_from_slice(&INDEX_VERSION.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        // A node still to be written: its distinct keys lo..hi, the key bytes consumed
+        // above it (`depth`) and shared by all its keys (`end`), the next child's first
+        // key, where its children's references start in `kids`, and the byte its parent
+        // reaches it by.
+        struct Frame {
+            lo: u32,
+            hi: u32,
+            depth: usize,
+            end: usize,
+            next: u32,
+            kids: usize,
+            byte: u8,
+        }
+        let has_values = |lo: u32, hi: u32, end: usize| lo < hi && key(lo).len() == end;
+        let mut kids: Vec<(u8, u32)> = Vec::new();
+        let mut stack = vec![Frame {
+            lo: 0,
+            hi: n,
+            depth: 0,
+            end: 0,
+            next: u32::from(has_values(0, n, 0)),
+            kids: 0,
+            byte: 0,
+        }];
+        let mut root = 0u32;
+        while let Some(f) = stack.last_mut() {
+            if f.next < f.hi {
+                // The next child: up to the next key that differs at byte `end`; its
+                // keys share the smallest lcp inside the group (a single key: all of it).
+                let start = f.next;
+                let mut stop = start + 1;
+                let mut shared = usize::MAX;
+                while stop < f.hi && k.lcp[stop as usize] as usize > f.end {
+                    shared = shared.min(k.lcp[stop as usize] as usize);
+                    stop += 1;
+                }
+                if stop == start + 1 {
+                    shared = key(start).len();
+                }
+                f.next = stop;
+                let child = Frame {
+                    lo: start,
+                    hi: stop,
+                    depth: f.end + 1,
+                    end: shared,
+                    next: start + u32::from(has_values(start, stop, shared)),
+                    kids: kids.len(),
+                    byte: key(start)[f.end],
+                };
+                stack.push(child);
+                continue;
+            }
+            // Every child is written: now the node itself.
+            let offset = out.len() as u64;
+            if offset >= MAX_NODE_OFFSET {
+                return Err(WriteError::TooLarge { offset });
+            }
+            let mut reference = offset as u32;
+            let prefix = if f.lo < f.hi {
+                &key(f.lo)[f.depth..f.end]
+            } else {
+                &[][..]
+            };
+            if !prefix.is_empty() {
+                reference |= NODE_PREFIX;
+                out.extend_from_slice(prefix);
+                out.push(0);
+            }
+            let ks = &kids[f.kids..];
+            if let (Some(&(first, _)), Some(&(last, _))) = (ks.first(), ks.last()) {
+                reference |= NODE_CHILDREN;
+                out.extend_from_slice(&[first, last]);
+                let mut it = ks.iter().peekable();
+                for b in first..=last {
+                    let word = match it.peek() {
+                        Some(&&(cb, c)) if cb == b => {
+                            it.next();
+                            c
+                        }
+                        _ => 0,
+                    };
+                    out.extend_from_slice(&word.to_be_bytes());
+                }
+            }
+            if has_values(f.lo, f.hi, f.end) {
+                reference |= NODE_VALUES;
+                let (lo, hi) = k.keys[f.lo as usize];
+                let vals = &k.order[lo as usize..hi as usize];
+                out.extend_from_slice(&(vals.len() as u32).to_be_bytes());
+                for &r in vals {
+                    let r = &self.records[r as usize];
+                    out.extend_from_slice(&r.priority.to_be_bytes());
+                    out.extend_from_slice(self.value_of(r));
+                    out.push(0);
+                }
+            }
+            let (at, byte) = (f.kids, f.byte);
+            kids.truncate(at);
+            stack.pop();
+            if stack.is_empty() {
+                root = reference;
+            } else {
+                kids.push((byte, reference));
+            }
+        }
+        out[8..12].copy_from_slice(&root.to_be_bytes());
+        Ok(out)
+    }
+}
+
+/// The records sorted into file order and the distinct keys (ranges of `order`), their
+/// bytes one after the other (key `i` ends at `ends[i]`) and `lcp[i]`, the length of the
+/// prefix key `i` shares with key `i - 1` (0 for the first).
+struct Keyed {
+    order: Vec<u32>,
+    keys: Vec<(u32, u32)>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    lcp: Vec<u32>,
+}
+
+impl Keyed {
+    fn key(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// A record tagged with the first [`TAG_LEN`] bytes of its key, for sorting.
+#[derive(Debug, Clone, Copy)]
+struct Tagged {
+    hi: u128,
+    lo: u64,
+    id: u32,
+}
+
+/// How many leading key bytes a sort tag holds.
+const TAG_LEN: usize = 24;
+
+/// The first [`TAG_LEN`] bytes of `k`, zero-padded, as big-endian integers.
+fn tag(k: &[u8]) -> (u128, u64) {
+    let mut head = [0u8; TAG_LEN];
+    let n = k.len().min(TAG_LEN);
+    head[..n].copy_from_slice(&k[..n]);
+    let (a, b) = head.split_at(16);
+    let mut hi = [0u8; 16];
+    hi.copy_from_slice(a);
+    let mut lo = [0u8; 8];
+    lo.copy_from_slice(b);
+    (u128::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+/// The length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        let (x, y) = (&a[i..i + 8], &b[i..i + 8]);
+        if x != y {
+            break;
+        }
+        i += 8;
+    }
+    i + a[i..]
+        .iter()
+        .zip(&b[i..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 type NodeId = u32;
 const ROOT: NodeId = 0;
 
@@ -578,6 +819,39 @@ mod tests {
         assert_eq!(e[0].0, b"");
         assert_eq!(e[1].0, b"ab");
         assert_eq!(b.key_count(), 2);
+    }
+
+    /// The one-pass post-order writer and the trie layout agree, byte for byte, on keys
+    /// that share prefixes, are prefixes of one another, and are longer than a sort tag.
+    #[test]
+    fn one_pass_post_order_matches_the_layout() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let mut b = IndexBuilder::unchecked();
+            let count = (next() % 60) as usize;
+            for _ in 0..count {
+                // A long shared stem half of the time, so that 24-byte tags tie.
+                let stem: &[u8] = if next() % 2 == 0 {
+                    b"pci:v00008086d00001234sv*sd*"
+                } else {
+                    b""
+                };
+                let len = (next() % 6) as usize;
+                let mut key = stem[..(next() as usize % (stem.len() + 1))].to_vec();
+                key.extend((0..len).map(|_| b"ab*"[(next() % 3) as usize]));
+                let value = [b'm', b'0' + (next() % 4) as u8];
+                b.insert(&key, &value, (next() % 5) as u32);
+            }
+            let one_pass = b.write_post_order().unwrap();
+            let laid_out = b.write_laid_out(Layout::PostOrder).unwrap();
+            assert_eq!(one_pass, laid_out, "round {round}");
+        }
     }
 
     #[test]
