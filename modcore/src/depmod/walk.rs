@@ -180,7 +180,8 @@ impl Handle {
 const WITHIN_DEPTH: usize = 4;
 
 /// How the walk names a directory's entries to the kernel: relative to the directory's
-/// descriptor (one path component to resolve, not the whole path), or by full path.
+/// own descriptor or an ancestor's (a few path components to resolve, not the whole
+/// path), or by full path.
 #[derive(Clone, Copy)]
 struct At<'p> {
     fd: Option<RawFd>,
@@ -442,7 +443,7 @@ fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -
     };
     if is_dir {
         // A directory whose listing the cache holds under its current key is not opened:
-        // its entries are looked at through this directory's descriptor.
+        // its entries are looked at through the descriptor `at` goes through.
         if let Some(prior) = ctx.prior.filter(|c| c.dir_count() > 0) {
             let st = match followed {
                 Some(st) => Ok(st),
