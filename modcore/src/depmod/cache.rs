@@ -52,7 +52,6 @@
 
 use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Write;
 use std::ops::Deref;
@@ -176,17 +175,75 @@ impl Deref for Bytes {
     }
 }
 
-/// Where a record of the file is: its key and the byte range of its body or listing.
-type Slot = (FileKey, usize, usize);
-type PathMap = HashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+/// Where a record of the file is: the byte ranges of its path and of its body or
+/// listing, and its key; the path's hash first, by which the records are sorted.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    path: (usize, usize),
+    key: FileKey,
+    body: (usize, usize),
+}
+
+/// Records found by path without a copy of any path: slots sorted by the hash of their
+/// path (seeded per process), the path bytes read in place from the file.
+#[derive(Default)]
+struct PathIndex {
+    slots: Vec<Slot>,
+    seed: foldhash::fast::RandomState,
+}
+
+impl PathIndex {
+    fn hash(&self, path: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.seed.hash_one(path)
+    }
+
+    /// Sort the slots by hash (then path); of two records with the same path, the later
+    /// one in the file is kept (as a map filled in file order would keep it). The sort
+    /// is stable, so records with one path end up side by side in file order.
+    fn finish(&mut self, data: &[u8]) {
+        let path = |s: &Slot| data.get(s.path.0..s.path.0 + s.path.1).unwrap_or_default();
+        self.slots
+            .sort_by(|a, b| a.hash.cmp(&b.hash).then_with(|| path(a).cmp(path(b))));
+        let same = |a: &Slot, b: &Slot| a.hash == b.hash && path(a) == path(b);
+        let mut keep = Vec::with_capacity(self.slots.len());
+        for (i, s) in self.slots.iter().enumerate() {
+            keep.push(self.slots.get(i + 1).is_none_or(|next| !same(s, next)));
+        }
+        let mut flags = keep.into_iter();
+        self.slots.retain(|_| flags.next().unwrap_or(false));
+    }
+
+    fn get(&self, data: &[u8], path: &[u8]) -> Option<&Slot> {
+        let h = self.hash(path);
+        let at = self.slots.partition_point(|s| s.hash < h);
+        self.slots[at..]
+            .iter()
+            .take_while(|s| s.hash == h)
+            .find(|s| data.get(s.path.0..s.path.0 + s.path.1) == Some(path))
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every record's path and key.
+    fn iter<'s>(&'s self, data: &'s [u8]) -> impl Iterator<Item = (&'s [u8], FileKey)> + 's {
+        self.slots.iter().map(move |s| {
+            let p = data.get(s.path.0..s.path.0 + s.path.1).unwrap_or_default();
+            (p, s.key)
+        })
+    }
+}
 
 /// A loaded cache: the file's bytes and indexes from path to (key, body) for modules and
 /// to (key, listing) for directories.
 #[derive(Default)]
 pub struct Cache {
     data: Arc<Bytes>,
-    index: PathMap,
-    dirs: PathMap,
+    index: PathIndex,
+    dirs: PathIndex,
 }
 
 /// What kind of entry a directory listing records (see the module documentation).
@@ -440,20 +497,16 @@ impl Cache {
         }
         let mut trailer = [0u8; 8];
         trailer.copy_from_slice(&data[payload_end..]);
-        if checksum(&data[..payload_end]) != u64::from_le_bytes(trailer) {
-            return Err(Rejected::BadChecksum);
-        }
-        let mut r = Reader {
-            data: &data[..payload_end],
-            pos: payload_start,
-        };
-        // Each record is a path, a key and a sized blob; at least 64 bytes.
-        let mut records = |n: usize, check: &dyn Fn(&[u8]) -> bool| {
-            let mut map: PathMap =
-                HashMap::with_capacity_and_hasher(n.min(payload_end / 64), Default::default());
+        // The records are indexed while the checksum is computed (on another thread);
+        // nothing of them is used unless the checksum matches.
+        let records = |r: &mut Reader<'_>, n: usize, check: &dyn Fn(&[u8]) -> bool| {
+            let mut index = PathIndex::default();
+            index.slots.reserve(n.min(payload_end / 64));
             for _ in 0..n {
                 let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
-                let path = r.bytes(plen).ok_or(Rejected::Malformed)?.to_vec();
+                let pstart = r.pos;
+                let path = r.bytes(plen).ok_or(Rejected::Malformed)?;
+                let hash = index.hash(path);
                 let mut w = [0u64; 7];
                 for x in &mut w {
                     *x = r.u64().ok_or(Rejected::Malformed)?;
@@ -464,15 +517,45 @@ impl Cache {
                 if !check(blob) {
                     return Err(Rejected::Malformed);
                 }
-                map.insert(path, (FileKey::from_words(w), start, blen));
+                index.slots.push(Slot {
+                    hash,
+                    path: (pstart, plen),
+                    key: FileKey::from_words(w),
+                    body: (start, blen),
+                });
             }
-            Ok(map)
+            index.finish(r.data);
+            Ok(index)
         };
-        let index = records(count, &|_| true)?;
-        let dirs = records(dir_count, &listing_ok)?;
-        if r.pos != payload_end {
-            return Err(Rejected::Malformed);
+        let index_all = || {
+            let mut r = Reader {
+                data: &data[..payload_end],
+                pos: payload_start,
+            };
+            let index = records(&mut r, count, &|_| true)?;
+            let dirs = records(&mut r, dir_count, &listing_ok)?;
+            if r.pos != payload_end {
+                return Err(Rejected::Malformed);
+            }
+            Ok((index, dirs))
+        };
+        // (A thread of its own, not the pool: idle pool workers spin for a while, which
+        // the tree walk that follows would pay for.)
+        let (sum, indexed) = std::thread::scope(|s| {
+            let summing = std::thread::Builder::new()
+                .spawn_scoped(s, || checksum(&data[..payload_end]))
+                .ok();
+            let indexed = index_all();
+            let sum = match summing.map(|h| h.join()) {
+                Some(Ok(sum)) => sum,
+                _ => checksum(&data[..payload_end]),
+            };
+            (sum, indexed)
+        });
+        if sum != u64::from_le_bytes(trailer) {
+            return Err(Rejected::BadChecksum);
         }
+        let (index, dirs) = indexed?;
         Ok(Cache {
             data: Arc::new(data),
             index,
@@ -482,16 +565,17 @@ impl Cache {
 
     /// The listing stored for directory `path`, only if it was stored with exactly `key`.
     pub fn listing(&self, path: &[u8], key: &FileKey) -> Option<&[u8]> {
-        let (k, start, len) = self.dirs.get(path)?;
-        if k != key {
+        let slot = self.dirs.get(&self.data, path)?;
+        if slot.key != *key {
             return None;
         }
-        self.data.get(*start..start.checked_add(*len)?)
+        let (start, len) = slot.body;
+        self.data.get(start..start.checked_add(len)?)
     }
 
     /// Every directory's path and key (in no particular order).
     pub fn dirs(&self) -> impl Iterator<Item = (&[u8], FileKey)> + '_ {
-        self.dirs.iter().map(|(p, (k, _, _))| (p.as_slice(), *k))
+        self.dirs.iter(&self.data)
     }
 
     /// Number of directory listings.
@@ -505,22 +589,23 @@ impl Cache {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// Every entry's path and key (in no particular order).
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], FileKey)> + '_ {
-        self.index.iter().map(|(p, (k, _, _))| (p.as_slice(), *k))
+        self.index.iter(&self.data)
     }
 
     /// The cached data of `path`, only if it was stored with exactly `key` (and its body
     /// is well-formed).
     pub fn get(&self, path: &[u8], key: &FileKey) -> Option<Body> {
-        let (k, start, len) = self.index.get(path)?;
-        if k != key {
+        let slot = self.index.get(&self.data, path)?;
+        if slot.key != *key {
             return None;
         }
-        Body::new(&self.data, *start, start.checked_add(*len)?)
+        let (start, len) = slot.body;
+        Body::new(&self.data, start, start.checked_add(len)?)
     }
 }
 
@@ -893,6 +978,47 @@ mod tests {
         assert_eq!(
             body.needs().collect::<Vec<_>>(),
             vec![(&b"printk"[..], u64::MAX, true)]
+        );
+    }
+
+    #[test]
+    fn a_path_stored_twice_keeps_its_last_record() {
+        // Our writer never repeats a path, but a file may: the later record counts,
+        // once, and many repeats cost no more than many distinct paths.
+        let d = sample();
+        let e = ModuleData::default();
+        let mut entries: Vec<Entry<'_>> = (0..2000u64)
+            .map(|n| Entry {
+                path: b"/a/x.ko",
+                key: key(n),
+                data: ModView::Data(&e),
+            })
+            .collect();
+        entries.push(Entry {
+            path: b"/a/y.ko",
+            key: key(7),
+            data: ModView::Data(&e),
+        });
+        entries.push(Entry {
+            path: b"/a/x.ko",
+            key: key(5000),
+            data: ModView::Data(&d),
+        });
+        let c = Cache::parse(enc(&entries)).expect("valid");
+        assert_eq!(c.len(), 2);
+        let got = |p: &[u8], k: &FileKey| c.get(p, k).map(|b| b.to_module_data());
+        assert_eq!(got(b"/a/x.ko", &key(5000)), Some(d));
+        assert_eq!(got(b"/a/x.ko", &key(1999)), None);
+        assert_eq!(got(b"/a/y.ko", &key(7)), Some(e));
+        let mut listed: Vec<(Vec<u8>, FileKey)> =
+            c.entries().map(|(p, k)| (p.to_vec(), k)).collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed,
+            vec![
+                (b"/a/x.ko".to_vec(), key(5000)),
+                (b"/a/y.ko".to_vec(), key(7))
+            ]
         );
     }
 

@@ -16,17 +16,18 @@ pub fn hash_order(keys: &[&[u8]], buckets: u32) -> Vec<usize> {
 
 /// Outcome of reading modules.order (spec §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderFile {
+pub enum OrderFile<'a> {
     Missing,
     /// Line `lineno` (1-based) lacks its newline: no reordering at all.
     Corrupt {
         lineno: usize,
     },
-    Lines(Vec<Vec<u8>>),
+    /// The lines, borrowed from the file's bytes.
+    Lines(Vec<&'a [u8]>),
 }
 
 /// Parse modules.order the way kmod 30 reads it (4095-byte line buffer).
-pub fn parse_order(data: &[u8]) -> OrderFile {
+pub fn parse_order(data: &[u8]) -> OrderFile<'_> {
     const BUF: usize = 4095;
     let mut lines = Vec::new();
     let mut rest = data;
@@ -36,7 +37,7 @@ pub fn parse_order(data: &[u8]) -> OrderFile {
         let take = rest.len().min(BUF);
         match rest[..take].iter().position(|&b| b == b'\n') {
             Some(nl) => {
-                lines.push(rest[..nl].to_vec());
+                lines.push(&rest[..nl]);
                 rest = &rest[nl + 1..];
             }
             None => return OrderFile::Corrupt { lineno },
@@ -47,11 +48,12 @@ pub fn parse_order(data: &[u8]) -> OrderFile {
 
 /// The final module order: hash order, then a stable sort by modules.order position
 /// (kmod 30: the last listing of a module wins). `stems[i]` is module i's stem path.
-pub fn module_order(names: &[&[u8]], stems: &[Option<&[u8]>], order: &OrderFile) -> Vec<usize> {
+pub fn module_order(names: &[&[u8]], stems: &[Option<&[u8]>], order: &OrderFile<'_>) -> Vec<usize> {
     let mut list = hash_order(names, MODULE_BUCKETS);
     if let OrderFile::Lines(lines) = order {
         let total = lines.len() as i64;
-        let mut by_stem: HashMap<&[u8], usize> = HashMap::with_capacity(stems.len());
+        let mut by_stem: HashMap<&[u8], usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(stems.len(), Default::default());
         for (i, s) in stems.iter().enumerate() {
             if let Some(s) = s {
                 by_stem.insert(s, i);
@@ -59,7 +61,7 @@ pub fn module_order(names: &[&[u8]], stems: &[Option<&[u8]>], order: &OrderFile)
         }
         let mut key = vec![1i64; names.len()];
         for (k, line) in lines.iter().enumerate() {
-            if let Some(&m) = by_stem.get(line.as_slice()) {
+            if let Some(&m) = by_stem.get(line) {
                 key[m] = (k as i64 + 1) - (total + 1);
             }
         }

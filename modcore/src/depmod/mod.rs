@@ -325,15 +325,16 @@ pub fn run(
         p.extend_from_slice(b"/modules.order");
         p
     };
-    let order = match std::fs::read(bytes_path(&order_path)) {
-        Ok(data) => graph::parse_order(&data),
+    let order_data = std::fs::read(bytes_path(&order_path));
+    let order = match &order_data {
+        Ok(data) => graph::parse_order(data),
         Err(e) => {
             sink.emit(
                 Level::Warning,
                 format!(
                     "could not open modules.order at {}: {}",
                     show(&moddir),
-                    crate::errno_text(&e)
+                    crate::errno_text(e)
                 ),
             );
             OrderFile::Missing

@@ -35,7 +35,7 @@ fn m(exports: &[&str], needs: &[(&str, bool)], info: &[(&str, &str)]) -> ModuleD
 fn order_file_parsing() {
     assert_eq!(
         parse_order(b"a.ko\nb.ko\n"),
-        OrderFile::Lines(vec![b"a.ko".to_vec(), b"b.ko".to_vec()])
+        OrderFile::Lines(vec![&b"a.ko"[..], b"b.ko"])
     );
     assert_eq!(parse_order(b"a.ko\nb.ko"), OrderFile::Corrupt { lineno: 2 });
     let long = vec![b'x'; 4095];
@@ -56,12 +56,7 @@ fn module_order_last_listing_wins_and_unlisted_keep_hash_order() {
     // No order file: pure hash order.
     assert_eq!(module_order(&names, &stems, &OrderFile::Missing), hash);
     // c listed twice: its last listing (after a) decides.
-    let order = OrderFile::Lines(vec![
-        b"k/c.ko".to_vec(),
-        b"k/a.ko".to_vec(),
-        b"bogus".to_vec(),
-        b"k/c.ko".to_vec(),
-    ]);
+    let order = OrderFile::Lines(vec![&b"k/c.ko"[..], b"k/a.ko", b"bogus", b"k/c.ko"]);
     let got = module_order(&names, &stems, &order);
     assert_eq!(&got[..2], &[0, 2]);
     let rest: Vec<usize> = hash.iter().copied().filter(|&i| i == 1 || i == 3).collect();

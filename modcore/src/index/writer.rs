@@ -305,22 +305,9 @@ impl IndexBuilder {
     /// The records in file order (see [`IndexBuilder::keyed`]) and the trie over the
     /// distinct keys.
     fn sorted(&self) -> Sorted {
-        let Keyed {
-            order,
-            keys,
-            bytes: sorted_bytes,
-            ends,
-            lcp,
-        } = self.keyed();
-        let key_bytes: Vec<&[u8]> = ends
-            .iter()
-            .scan(0usize, |start, &end| {
-                let k = &sorted_bytes[*start..end];
-                *start = end;
-                Some(k)
-            })
-            .collect();
-        let key = |k: u32| key_bytes[k as usize];
+        let keyed = self.keyed();
+        let key = |i: u32| keyed.key(i);
+        let (keys, lcp) = (&keyed.keys, &keyed.lcp);
 
         let mut nodes = vec![Node {
             key: 0,
@@ -376,8 +363,8 @@ impl IndexBuilder {
             n.children = (child_start, children.len() as u32);
         }
         Sorted {
-            order,
-            keys,
+            order: keyed.order,
+            keys: keyed.keys,
             nodes,
             children,
         }
