@@ -193,6 +193,12 @@ struct PathIndex {
     seed: foldhash::fast::RandomState,
 }
 
+/// The path of `slot` in the file's bytes.
+fn path_of<'d>(data: &'d [u8], slot: &Slot) -> &'d [u8] {
+    data.get(slot.path.0..slot.path.0 + slot.path.1)
+        .unwrap_or_default()
+}
+
 impl PathIndex {
     fn hash(&self, path: &[u8]) -> u64 {
         use std::hash::BuildHasher;
@@ -203,7 +209,7 @@ impl PathIndex {
     /// one in the file is kept (as a map filled in file order would keep it). The sort
     /// is stable, so records with one path end up side by side in file order.
     fn finish(&mut self, data: &[u8]) {
-        let path = |s: &Slot| data.get(s.path.0..s.path.0 + s.path.1).unwrap_or_default();
+        let path = |s: &Slot| path_of(data, s);
         self.slots
             .sort_by(|a, b| a.hash.cmp(&b.hash).then_with(|| path(a).cmp(path(b))));
         let same = |a: &Slot, b: &Slot| a.hash == b.hash && path(a) == path(b);
@@ -221,7 +227,7 @@ impl PathIndex {
         self.slots[at..]
             .iter()
             .take_while(|s| s.hash == h)
-            .find(|s| data.get(s.path.0..s.path.0 + s.path.1) == Some(path))
+            .find(|s| path_of(data, s) == path)
     }
 
     fn len(&self) -> usize {
@@ -230,10 +236,7 @@ impl PathIndex {
 
     /// Every record's path and key.
     fn iter<'s>(&'s self, data: &'s [u8]) -> impl Iterator<Item = (&'s [u8], FileKey)> + 's {
-        self.slots.iter().map(move |s| {
-            let p = data.get(s.path.0..s.path.0 + s.path.1).unwrap_or_default();
-            (p, s.key)
-        })
+        self.slots.iter().map(move |s| (path_of(data, s), s.key))
     }
 }
 
@@ -646,13 +649,15 @@ pub fn write_to(
     entries: &[Entry<'_>],
     dirs: &[DirRecord<'_>],
 ) -> std::io::Result<()> {
+    // Every record: its path, its key (7 x u64) and a sized body or listing.
+    let record_len = |path: &[u8], body: usize| 4 + path.len() + 56 + 4 + body;
     let payload: usize = entries
         .iter()
-        .map(|e| 4 + e.path.len() + 56 + 4 + body_len(e.data))
+        .map(|e| record_len(e.path, body_len(e.data)))
         .sum::<usize>()
         + dirs
             .iter()
-            .map(|d| 4 + d.path.len() + 56 + 4 + d.listing.len())
+            .map(|d| record_len(d.path, d.listing.len()))
             .sum::<usize>();
     let header = HEADER_MIN + CRATE_VERSION.len();
     let mut out = Summing {
@@ -670,10 +675,7 @@ pub fn write_to(
     for e in entries {
         buf.clear();
         let d = e.data;
-        put_bytes(&mut buf, e.path);
-        for x in e.key.words() {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
+        put_head(&mut buf, e.path, &e.key);
         put_u32(&mut buf, body_len(d) as u32);
         match d {
             // A body read from the old cache is copied as it is.
@@ -701,10 +703,7 @@ pub fn write_to(
     }
     for d in dirs {
         buf.clear();
-        put_bytes(&mut buf, d.path);
-        for x in d.key.words() {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
+        put_head(&mut buf, d.path, &d.key);
         put_bytes(&mut buf, d.listing);
         out.put(&buf)?;
     }
@@ -749,6 +748,14 @@ impl Summing<'_> {
     fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
         self.u32(b.len() as u32)?;
         self.put(b)
+    }
+}
+
+/// The start of a record (module or directory): its path and its key.
+fn put_head(out: &mut Vec<u8>, path: &[u8], key: &FileKey) {
+    put_bytes(out, path);
+    for x in key.words() {
+        out.extend_from_slice(&x.to_le_bytes());
     }
 }
 
@@ -1108,19 +1115,18 @@ mod tests {
         assert_eq!(c.listing(b"/m/other", &key(7)), None);
         assert!(c.get(b"/m/a.ko", &key(1)).is_some());
         // A listing with an unknown kind, or cut inside an entry, is malformed even
-        // under a right checksum.
+        // under a right checksum (the writer stores a listing as it is given).
         let header = HEADER_MIN + CRATE_VERSION.len();
         let payload = &bytes[header..bytes.len() - 8];
         assert!(Cache::parse(frame(1, 2, payload)).is_ok());
         for bad in [&b"\x03\x01\0\0\0x"[..], b"\x00\x05\0\0\0ab"] {
-            let mut p = Vec::new();
-            put_bytes(&mut p, b"/m/d");
-            for x in key(1).words() {
-                p.extend_from_slice(&x.to_le_bytes());
-            }
-            put_bytes(&mut p, bad);
+            let rec = DirRecord {
+                path: b"/m/d",
+                key: key(1),
+                listing: bad,
+            };
             assert_eq!(
-                Cache::parse(frame(0, 1, &p)).err(),
+                Cache::parse(encode(&[], &[rec])).err(),
                 Some(Rejected::Malformed)
             );
         }

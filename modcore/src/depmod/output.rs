@@ -3,7 +3,6 @@
 use super::graph::{ClosureScratch, DepGraph, SYMBOL_BUCKETS};
 use super::view::ModView;
 use crate::diag::{show, Level, Sink};
-use crate::hash::bucket_of;
 use crate::index::{IndexBuilder, Layout, WriteError};
 use crate::name::{modname_from_path, normalize_alias};
 use rayon::prelude::*;
@@ -215,15 +214,14 @@ impl<'a> Outputs<'a> {
     /// concurrently).
     fn owned_symbols(&self) -> &[(&'a [u8], u32)] {
         self.owned.get_or_init(|| {
-            // Symbol names are distinct (they are the table's keys): no ties to keep.
-            let mut owned: Vec<(u32, &[u8], u32)> = self
+            let mut owned: Vec<(&[u8], u32)> = self
                 .graph
                 .symbols
                 .iter()
-                .filter_map(|(k, r)| r.owner.map(|o| (bucket_of(k, SYMBOL_BUCKETS), *k, o)))
+                .filter_map(|(k, r)| r.owner.map(|o| (*k, o)))
                 .collect();
-            owned.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            owned.into_iter().map(|(_, k, o)| (k, o)).collect()
+            crate::hash::sort_hash_order(&mut owned, SYMBOL_BUCKETS, |(k, _)| k);
+            owned
         })
     }
 

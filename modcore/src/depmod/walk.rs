@@ -401,6 +401,36 @@ fn show(b: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
+/// Step into the subdirectory `path` (whose stat is `st`), unless it is one of its own
+/// ancestors (a loop); deep down, nothing is kept open for it.
+fn descend<'c>(
+    path: Vec<u8>,
+    st: &FileStat,
+    handle: Handle,
+    source: Source<'c>,
+    ancestors: &[(u64, u64)],
+) -> Step<'c> {
+    let id = (st.st_dev, st.st_ino);
+    if ancestors.contains(&id) {
+        return Step::Found(Found::Problem(format!(
+            "{}: directory loop, not descending again",
+            show(&path)
+        )));
+    }
+    let handle = if ancestors.len() >= FD_DEPTH {
+        Handle::None
+    } else {
+        handle
+    };
+    let dir = Dir {
+        path,
+        handle,
+        source,
+        key: Some(key_of(st)),
+    };
+    Step::Descend(dir, id)
+}
+
 /// Look at one entry of the directory `at` names. `ancestors`: see [`walk_dir`].
 fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -> Step<'c> {
     let nb = ent.name();
@@ -451,62 +481,22 @@ fn step<'c>(ctx: Ctx<'c>, at: At<'_>, ent: &Ent<'_>, ancestors: &[(u64, u64)]) -
             };
             if let Ok(st) = st {
                 let full = full();
-                let key = key_of(&st);
-                let id = (st.st_dev, st.st_ino);
                 if let (Some(listing), Some(handle)) =
-                    (prior.listing(&full, &key), at.handle_within(nb))
+                    (prior.listing(&full, &key_of(&st)), at.handle_within(nb))
                 {
-                    if ancestors.contains(&id) {
-                        return Step::Found(Found::Problem(format!(
-                            "{}: directory loop, not descending again",
-                            show(&full)
-                        )));
-                    }
-                    let handle = if ancestors.len() >= FD_DEPTH {
-                        Handle::None
-                    } else {
-                        handle
-                    };
-                    let dir = Dir {
-                        path: full,
-                        handle,
-                        source: Source::Stored(listing),
-                        key: Some(key),
-                    };
-                    return Step::Descend(dir, id);
+                    return descend(full, &st, handle, Source::Stored(listing), ancestors);
                 }
             }
         }
         let Ok((fd, st)) = at.open_dir(nb) else {
             return Step::Nothing;
         };
-        let id = (st.st_dev, st.st_ino);
         let full = full();
-        if ancestors.contains(&id) {
-            return Step::Found(Found::Problem(format!(
-                "{}: directory loop, not descending again",
-                show(&full)
-            )));
-        }
-        let key = key_of(&st);
-        let handle = if ancestors.len() >= FD_DEPTH {
-            Handle::None
-        } else {
-            Handle::Path(fd)
-        };
-        let source = match ctx.prior.and_then(|c| c.listing(&full, &key)) {
+        let source = match ctx.prior.and_then(|c| c.listing(&full, &key_of(&st))) {
             Some(listing) => Source::Stored(listing),
             None => Source::Read,
         };
-        Step::Descend(
-            Dir {
-                path: full,
-                handle,
-                source,
-                key: Some(key),
-            },
-            id,
-        )
+        descend(full, &st, Handle::Path(fd), source, ancestors)
     } else {
         if !is_module_name(nb) {
             return Step::Nothing;

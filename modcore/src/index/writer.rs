@@ -307,7 +307,7 @@ impl IndexBuilder {
     fn sorted(&self) -> Sorted {
         let keyed = self.keyed();
         let key = |i: u32| keyed.key(i);
-        let (keys, lcp) = (&keyed.keys, &keyed.lcp);
+        let keys = &keyed.keys;
 
         let mut nodes = vec![Node {
             key: 0,
@@ -332,17 +332,7 @@ impl IndexBuilder {
             });
             let child_start = children.len() as u32;
             while next < hi {
-                // The child's keys: up to the next key that differs at byte `end`; their
-                // shared length is the smallest lcp inside the group (a single key: all).
-                let mut stop = next + 1;
-                let mut shared = usize::MAX;
-                while stop < hi && lcp[stop as usize] as usize > end {
-                    shared = shared.min(lcp[stop as usize] as usize);
-                    stop += 1;
-                }
-                if stop == next + 1 {
-                    shared = key(next).len();
-                }
+                let (stop, shared) = keyed.child(next, hi, end);
                 let child = nodes.len() as u32;
                 nodes.push(Node {
                     key: next,
@@ -592,18 +582,8 @@ impl IndexBuilder {
         let mut root = 0u32;
         while let Some(f) = stack.last_mut() {
             if f.next < f.hi {
-                // The next child: up to the next key that differs at byte `end`; its
-                // keys share the smallest lcp inside the group (a single key: all of it).
                 let start = f.next;
-                let mut stop = start + 1;
-                let mut shared = usize::MAX;
-                while stop < f.hi && k.lcp[stop as usize] as usize > f.end {
-                    shared = shared.min(k.lcp[stop as usize] as usize);
-                    stop += 1;
-                }
-                if stop == start + 1 {
-                    shared = key(start).len();
-                }
+                let (stop, shared) = k.child(start, f.hi, f.end);
                 f.next = stop;
                 let child = Frame {
                     lo: start,
@@ -691,6 +671,23 @@ impl Keyed {
         let i = i as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
+    }
+
+    /// The child of a node (whose keys are `..hi` and share `end` bytes) that starts at
+    /// key `start`: its keys run up to the next key that differs at byte `end`, and they
+    /// share the smallest lcp inside the group (a single key: all of it). Returns (the
+    /// key after the group, the length the group's keys share).
+    fn child(&self, start: u32, hi: u32, end: usize) -> (u32, usize) {
+        let mut stop = start + 1;
+        let mut shared = usize::MAX;
+        while stop < hi && self.lcp[stop as usize] as usize > end {
+            shared = shared.min(self.lcp[stop as usize] as usize);
+            stop += 1;
+        }
+        if stop == start + 1 {
+            shared = self.key(start).len();
+        }
+        (stop, shared)
     }
 }
 
