@@ -78,6 +78,36 @@ where
     items.extend(tagged.into_iter().map(|(_, item)| item));
 }
 
+/// [`sort_hash_order`] of items already sorted by key (and stable among equal keys):
+/// a distribution by bucket that keeps the order inside each bucket, so no key is
+/// compared. The result is what `sort_hash_order` makes of the same items.
+pub fn hash_order_of_sorted<T: Copy, F>(sorted: &[T], buckets: u32, key: F) -> Vec<T>
+where
+    F: Fn(&T) -> &[u8],
+{
+    // One counter per bucket: only sensible for the real (small, power-of-two) tables.
+    if !buckets.is_power_of_two() || buckets > 1 << 16 {
+        let mut items = sorted.to_vec();
+        sort_hash_order(&mut items, buckets, key);
+        return items;
+    }
+    let tags: Vec<u32> = sorted.iter().map(|t| bucket_of(key(t), buckets)).collect();
+    // starts[b]: where bucket b's items begin in the result.
+    let mut starts = vec![0usize; buckets as usize + 1];
+    for &b in &tags {
+        starts[b as usize + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut slots: Vec<u32> = vec![0; sorted.len()];
+    for (i, &b) in tags.iter().enumerate() {
+        slots[starts[b as usize]] = i as u32;
+        starts[b as usize] += 1;
+    }
+    slots.into_iter().map(|i| sorted[i as usize]).collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
@@ -116,7 +146,34 @@ mod tests {
             assert!(bucket_sort_key(w[0], MODULE_BUCKETS) <= bucket_sort_key(w[1], MODULE_BUCKETS));
         }
         assert_eq!(bucket_of(b"a", 512), 0x115e_a782 & 511);
+        // The same order from items sorted by key first, without comparing keys again.
+        let mut sorted = v.clone();
+        sorted.sort();
+        for buckets in [MODULE_BUCKETS, SYMBOL_BUCKETS, 2, 1, 0, 3] {
+            let mut expect = sorted.clone();
+            sort_hash_order(&mut expect, buckets, |k| *k);
+            assert_eq!(hash_order_of_sorted(&sorted, buckets, |k| *k), expect);
+        }
         // Degenerate bucket counts do not panic.
         let _ = bucket_of(b"a", 0);
+    }
+
+    #[test]
+    fn order_of_sorted_items_keeps_equal_keys_in_place() {
+        // Enough keys that buckets hold several, some keys twice (told apart by the tag).
+        let keys: Vec<Vec<u8>> = (0..6000u32)
+            .map(|i| format!("sym_{}", (i * 7919) % 4001).into_bytes())
+            .collect();
+        let mut items: Vec<(&[u8], u32)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_slice(), i as u32))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(b.0));
+        let mut expect = items.clone();
+        sort_hash_order(&mut expect, SYMBOL_BUCKETS, |(k, _)| k);
+        let got = hash_order_of_sorted(&items, SYMBOL_BUCKETS, |(k, _)| k);
+        assert_eq!(got, expect);
+        assert!(got.windows(2).any(|w| w[0].0 == w[1].0));
     }
 }

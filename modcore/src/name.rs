@@ -39,12 +39,28 @@ pub enum AliasError {
 /// expression `[...]` is copied verbatim. A stray `]` or an unclosed `[` is an error.
 pub fn normalize_alias(alias: &[u8]) -> Result<Vec<u8>, AliasError> {
     let mut out = Vec::with_capacity(alias.len());
+    normalize_alias_into(alias, &mut out)?;
+    Ok(out)
+}
+
+/// [`normalize_alias`] appending to `out` (which then holds at most [`NAME_MAX`] bytes
+/// more), so that a caller normalising many aliases can reuse one buffer. On error `out`
+/// may hold part of the alias.
+pub fn normalize_alias_into(alias: &[u8], out: &mut Vec<u8>) -> Result<(), AliasError> {
+    let start = out.len();
+    // Most aliases have nothing to change: one look at every byte (without stopping
+    // early, which the compiler can vectorise), one copy.
+    let special = |b: u8| matches!(b, b'-' | b'[' | b']');
+    if !alias.iter().fold(false, |seen, &b| seen | special(b)) {
+        out.extend_from_slice(&alias[..alias.len().min(NAME_MAX)]);
+        return Ok(());
+    }
     let mut i = 0;
     while i < alias.len() {
         // Copy up to the next byte that needs a look, in one piece.
         let plain = alias[i..]
             .iter()
-            .position(|&b| matches!(b, b'-' | b'[' | b']'))
+            .position(|&b| special(b))
             .unwrap_or(alias.len() - i);
         out.extend_from_slice(&alias[i..i + plain]);
         i += plain;
@@ -63,8 +79,8 @@ pub fn normalize_alias(alias: &[u8]) -> Result<Vec<u8>, AliasError> {
         }
         i += 1;
     }
-    out.truncate(NAME_MAX);
-    Ok(out)
+    out.truncate(start + NAME_MAX);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -88,6 +104,17 @@ mod tests {
             b"pci:v*d[0-9]_x*"
         );
         assert_eq!(normalize_alias(b"a-b").unwrap(), b"a_b");
+        // Appending, with or without anything to change; the length limit counts only
+        // what was appended.
+        let mut out = b"x ".to_vec();
+        normalize_alias_into(b"pci:v*", &mut out).unwrap();
+        normalize_alias_into(b"-[a-b]-", &mut out).unwrap();
+        assert_eq!(out, b"x pci:v*_[a-b]_");
+        for long in [vec![b'a'; NAME_MAX + 9], vec![b'-'; NAME_MAX + 9]] {
+            let mut out = b"x".to_vec();
+            normalize_alias_into(&long, &mut out).unwrap();
+            assert_eq!(out.len(), 1 + NAME_MAX);
+        }
         assert_eq!(normalize_alias(b"a]"), Err(AliasError::UnmatchedBracket));
         assert_eq!(normalize_alias(b"a[b"), Err(AliasError::UnmatchedBracket));
         assert_eq!(normalize_alias(b"").unwrap(), b"");

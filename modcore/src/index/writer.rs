@@ -167,37 +167,63 @@ impl IndexBuilder {
     /// Keys and values holding NUL or bytes ≥ 0x80 are accepted here but make
     /// [`write`](Self::write) fail; so do keys or values of 4 GiB or more.
     pub fn insert(&mut self, key: &[u8], value: &[u8], priority: u32) -> bool {
+        let put = |arena: &mut Vec<u8>| {
+            arena.extend_from_slice(key);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        match self.insert_with(put, value, priority) {
+            Ok(duplicate) => duplicate,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`insert`](Self::insert) with the key written straight into the builder by `key`
+    /// (which appends it to the vector it is given): a key made from another string (a
+    /// normalised alias) is not built elsewhere first and then copied. When `key` fails
+    /// nothing is inserted and its error is returned.
+    pub fn insert_with<E>(
+        &mut self,
+        key: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        value: &[u8],
+        priority: u32,
+    ) -> Result<bool, E> {
+        let start = self.bytes.len();
+        if let Err(e) = key(&mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        let key_len = self.bytes.len() - start;
         // (is_ascii and contains are vectorised; the byte is only looked for on failure)
         let clean = |s: &[u8]| s.is_ascii() && !s.contains(&0);
-        if self.bad.is_none() && !(clean(key) && clean(value)) {
-            for s in [key, value] {
+        if self.bad.is_none() && !(clean(&self.bytes[start..]) && clean(value)) {
+            for s in [&self.bytes[start..], value] {
                 if let Some(&b) = s.iter().find(|&&b| b == 0 || b >= 0x80) {
                     self.bad = Some((b, s.to_vec()));
                     break;
                 }
             }
         }
-        let (Ok(key_len), Ok(value_len)) = (u32::try_from(key.len()), u32::try_from(value.len()))
+        let (Ok(key_len), Ok(value_len)) = (u32::try_from(key_len), u32::try_from(value.len()))
         else {
             // Far beyond what an index can hold (2^28 bytes); refused by `write`.
+            self.bytes.truncate(start);
             self.oversized = true;
-            return false;
+            return Ok(false);
         };
-        let start = self.bytes.len();
         let record = Record {
             key: start,
             key_len,
-            value: start + key.len(),
+            value: start + key_len as usize,
             value_len,
             priority,
         };
         if !self.check_duplicates {
-            self.bytes.extend_from_slice(key);
             self.bytes.extend_from_slice(value);
             self.records.push(record);
-            return false;
+            return Ok(false);
         }
         let id = self.records.len() as u32;
+        let key = &self.bytes[start..];
         let hash = {
             use std::hash::{BuildHasher, Hasher};
             let mut h = self.latest.hasher().build_hasher();
@@ -219,10 +245,9 @@ impl IndexBuilder {
         }
         self.latest.insert(hash, id);
         self.previous.push(head);
-        self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value);
         self.records.push(record);
-        duplicate
+        Ok(duplicate)
     }
 
     /// The records in file order (by key; within a key ascending priority, the newest
@@ -771,6 +796,47 @@ mod tests {
         assert_eq!(vals, vec![(1, &b"b"[..]), (2, b"c"), (2, b"a"), (5, b"a")]);
         assert_eq!(b.key_count(), 1);
         assert_eq!(b.value_count(), 4);
+    }
+
+    #[test]
+    fn keys_written_in_place_make_the_same_file() {
+        let put = |k: &'static [u8]| {
+            move |arena: &mut Vec<u8>| {
+                arena.extend_from_slice(k);
+                Ok::<(), ()>(())
+            }
+        };
+        for checked in [true, false] {
+            let (mut a, mut b) = if checked {
+                (IndexBuilder::new(), IndexBuilder::new())
+            } else {
+                (IndexBuilder::unchecked(), IndexBuilder::unchecked())
+            };
+            for (k, v, p) in [
+                (&b"pci:x"[..], &b"m1"[..], 1),
+                (b"usb:y", b"m2", 0),
+                (b"pci:x", b"m1", 3),
+            ] {
+                let dup = a.insert(k, v, p);
+                // A key that fails half-way leaves nothing behind.
+                let failed = b.insert_with(
+                    |arena: &mut Vec<u8>| {
+                        arena.extend_from_slice(b"half");
+                        Err(())
+                    },
+                    v,
+                    p,
+                );
+                assert_eq!(failed, Err(()));
+                let k: &'static [u8] = if k == b"pci:x" { b"pci:x" } else { b"usb:y" };
+                assert_eq!(b.insert_with(put(k), v, p), Ok(dup));
+            }
+            assert_eq!(a.write(Layout::PostOrder), b.write(Layout::PostOrder));
+            assert_eq!(a.entries(), b.entries());
+            assert_eq!(b.value_count(), 3);
+            // The duplicate is found (and only reported) when checking.
+            assert_eq!(b.insert_with(put(b"usb:y"), b"m2", 7), Ok(checked));
+        }
     }
 
     #[test]
