@@ -828,7 +828,6 @@ mod tests {
                     p,
                 );
                 assert_eq!(failed, Err(()));
-                let k: &'static [u8] = if k == b"pci:x" { b"pci:x" } else { b"usb:y" };
                 assert_eq!(b.insert_with(put(k), v, p), Ok(dup));
             }
             assert_eq!(a.write(Layout::PostOrder), b.write(Layout::PostOrder));
