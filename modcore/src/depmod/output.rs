@@ -271,9 +271,7 @@ impl<'a> Outputs<'a> {
                 + owned
                     .iter()
                     .map(|&(name, owner)| {
-                        b"alias symbol: \n".len()
-                            + name.len()
-                            + self.mods[owner as usize].modname.len()
+                        b"alias symbol: \n".len() + name.len() + self.modname(owner).len()
                     })
                     .sum::<usize>(),
         );
@@ -282,7 +280,7 @@ impl<'a> Outputs<'a> {
             out.extend_from_slice(b"alias symbol:");
             out.extend_from_slice(name);
             out.push(b' ');
-            out.extend_from_slice(self.mods[owner as usize].modname);
+            out.extend_from_slice(self.modname(owner));
             out.push(b'\n');
         }
         out
@@ -295,16 +293,14 @@ impl<'a> Outputs<'a> {
             owned.len(),
             owned
                 .iter()
-                .map(|&(name, owner)| {
-                    b"symbol:".len() + name.len() + self.mods[owner as usize].modname.len()
-                })
+                .map(|&(name, owner)| b"symbol:".len() + name.len() + self.modname(owner).len())
                 .sum(),
         );
         let mut key = b"symbol:".to_vec();
         for &(name, owner) in owned {
             key.truncate(b"symbol:".len());
             key.extend_from_slice(name);
-            let m = self.mods[owner as usize].modname;
+            let m = self.modname(owner);
             if idx.insert(&key, m, owner) && self.warn_dups {
                 sink.emit(
                     Level::Warning,

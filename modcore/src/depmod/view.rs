@@ -40,13 +40,6 @@ impl<'a> ModView<'a> {
         }
     }
 
-    /// The values of the `.modinfo` entries named `key`.
-    pub fn modinfo_values(self, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.modinfo()
-            .filter(move |(k, _)| *k == key)
-            .map(|(_, v)| v)
-    }
-
     /// Exported symbols (name, CRC).
     pub fn exports(self) -> impl Iterator<Item = (&'a [u8], u64)> + 'a {
         match self {
