@@ -206,19 +206,19 @@ impl PathIndex {
     }
 
     /// Sort the slots by hash (then path); of two records with the same path, the later
-    /// one in the file is kept (as a map filled in file order would keep it). The sort
-    /// is stable, so records with one path end up side by side in file order.
+    /// one in the file is kept (as a map filled in file order would keep it): records
+    /// with one path are sorted latest first (by where their path starts in the file,
+    /// unique to each record) and only the first of them stays.
     fn finish(&mut self, data: &[u8]) {
         let path = |s: &Slot| path_of(data, s);
+        self.slots.sort_unstable_by(|a, b| {
+            a.hash
+                .cmp(&b.hash)
+                .then_with(|| path(a).cmp(path(b)))
+                .then(b.path.0.cmp(&a.path.0))
+        });
         self.slots
-            .sort_by(|a, b| a.hash.cmp(&b.hash).then_with(|| path(a).cmp(path(b))));
-        let same = |a: &Slot, b: &Slot| a.hash == b.hash && path(a) == path(b);
-        let mut keep = Vec::with_capacity(self.slots.len());
-        for (i, s) in self.slots.iter().enumerate() {
-            keep.push(self.slots.get(i + 1).is_none_or(|next| !same(s, next)));
-        }
-        let mut flags = keep.into_iter();
-        self.slots.retain(|_| flags.next().unwrap_or(false));
+            .dedup_by(|later, kept| later.hash == kept.hash && path(later) == path(kept));
     }
 
     fn get(&self, data: &[u8], path: &[u8]) -> Option<&Slot> {

@@ -297,6 +297,8 @@ impl IndexBuilder {
         let mut ends: Vec<usize> = Vec::with_capacity(n);
         let mut lcp: Vec<u32> = Vec::with_capacity(n);
         let mut lo = 0usize;
+        // Where the previous distinct key starts in `sorted_bytes` (it runs to the end).
+        let mut prev_start = 0usize;
         while lo < tagged.len() {
             let first = &tagged[lo];
             let k = self.key_of(&self.records[first.id as usize]);
@@ -307,13 +309,9 @@ impl IndexBuilder {
             {
                 hi += 1;
             }
-            let prev_start = ends.len().checked_sub(2).map_or(0, |i| ends[i]);
-            let prev = match ends.last() {
-                Some(&e) => &sorted_bytes[prev_start..e],
-                None => &[][..],
-            };
-            lcp.push(common_prefix(prev, k) as u32);
+            lcp.push(common_prefix(&sorted_bytes[prev_start..], k) as u32);
             keys.push((lo as u32, hi as u32));
+            prev_start = sorted_bytes.len();
             sorted_bytes.extend_from_slice(k);
             ends.push(sorted_bytes.len());
             lo = hi;
