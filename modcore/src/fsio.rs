@@ -56,6 +56,70 @@ pub fn write_atomic_with(
     prepare_atomic_with(dir, name, suffix, fill)?.commit()
 }
 
+/// The owner and permissions a file created now in a given directory gets: the file
+/// system uid and gid of the process (the directory's group if it is set-group-ID), and
+/// mode 0644 less the umask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creation {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Creation {
+    /// For files created in `dir`; `None` when that cannot be told (no /proc).
+    pub fn in_dir(dir: &Path) -> Option<Creation> {
+        use std::os::unix::fs::MetadataExt;
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+        };
+        // "Uid:" and "Gid:" list the real, effective, saved and file system ids.
+        let fsid = |name: &str| field(name)?.get(3)?.parse::<u32>().ok();
+        let umask = u32::from_str_radix(field("Umask:")?.first()?, 8).ok()?;
+        let d = fs::metadata(dir).ok()?;
+        let gid = if d.mode() & 0o2000 != 0 {
+            d.gid()
+        } else {
+            fsid("Gid:")?
+        };
+        Some(Creation {
+            uid: fsid("Uid:")?,
+            gid,
+            mode: 0o644 & !umask,
+        })
+    }
+}
+
+/// Would [`write_atomic`] of `data` over `path` leave exactly what is there now: a
+/// regular file (not a link, no other name) with these contents, and the owner and
+/// permissions a new file gets (`new`)?
+pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mut f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return false;
+    };
+    match f.metadata() {
+        Ok(m)
+            if m.is_file()
+                && m.nlink() == 1
+                && m.len() == data.len() as u64
+                && m.mode() & 0o7777 == new.mode
+                && (m.uid(), m.gid()) == (new.uid, new.gid) => {}
+        _ => return false,
+    }
+    let mut old = Vec::with_capacity(data.len() + 1);
+    f.read_to_end(&mut old).is_ok() && old == data
+}
+
 /// The first half of [`write_atomic`]: `dir/name<suffix>` written and fsync'ed, not yet
 /// renamed. [`Prepared::commit`] renames it; dropping it uncommitted removes it. Several
 /// files can be prepared concurrently (their fsyncs overlap) and committed in order.
@@ -114,8 +178,23 @@ pub struct Prepared {
 
 impl Prepared {
     /// Rename the temporary file over the final name.
-    pub fn commit(mut self) -> Result<(), WriteError> {
+    pub fn commit(self) -> Result<(), WriteError> {
+        self.commit_holding().map(drop)
+    }
+
+    /// [`commit`](Self::commit), holding on to the file it replaces: the returned handle
+    /// (an `O_PATH` descriptor, `None` when there was no file) keeps the old file's
+    /// blocks allocated until it is dropped. Freeing a file's blocks is most of the cost of
+    /// a rename over a large file (on a file system mounted with `discard` each freed
+    /// range is also trimmed), so a caller renaming several files in a fixed order can
+    /// do the frees on other threads and keep the renames short.
+    pub fn commit_holding(mut self) -> Result<Option<File>, WriteError> {
         self.committed = true;
+        let old = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+            .open(&self.final_path)
+            .ok();
         fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {
             let _ = fs::remove_file(&self.tmp_path);
             WriteError::Rename {
@@ -123,7 +202,8 @@ impl Prepared {
                 to: self.final_path.clone(),
                 source,
             }
-        })
+        })?;
+        Ok(old)
     }
 }
 

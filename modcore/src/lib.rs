@@ -4,6 +4,7 @@
 //! print. I/O lives in clearly named places (`fsio`, `depmod::walk`, `depmod::write`).
 
 pub mod autoclean;
+pub mod bytesort;
 pub mod cliutil;
 pub mod cmdline;
 pub mod compress;

@@ -654,3 +654,63 @@ fn a_very_deep_tree_is_walked_in_constant_stack() {
         "the module 1000 levels down is indexed"
     );
 }
+
+/// Small outputs that already hold exactly their new bytes (and the owner and mode a new
+/// file gets) are left in place; any difference makes them rewritten. modules.dep is
+/// always rewritten (`depmod -A` compares its time with the modules').
+#[test]
+fn unchanged_small_outputs_are_left_in_place() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = Tree::new();
+    fat_family(&t);
+    let o = t.opts();
+    t.run(&o).0.expect("first run");
+    let ino = |name: &str| fs::metadata(t.moddir().join(name)).expect("stat").ino();
+    let before: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();
+    let snapshot = t.snapshot();
+
+    t.run(&o).0.expect("second run");
+    assert_eq!(t.snapshot(), snapshot, "same bytes");
+    for (name, old) in OUTPUT_FILES.iter().zip(&before) {
+        let kept = ino(name) == *old;
+        assert_eq!(kept, *name != "modules.dep", "{name} kept: {kept}");
+    }
+
+    // Other contents (of the same length), another mode, or a second name: written
+    // anew, as kmod would.
+    t.put(
+        "kernel/fs/fat/vfat.ko",
+        &SynthModule::new("vfat")
+            .modinfo("alias", "fs-vfat")
+            .modinfo("softdep", "pre: nls_cp850")
+            .needs("fat_put")
+            .build(),
+    );
+    let weakdep = t.moddir().join("modules.weakdep");
+    fs::set_permissions(&weakdep, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::hard_link(
+        t.moddir().join("modules.devname"),
+        t.base.join("devname-link"),
+    )
+    .expect("link");
+    let old: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();
+    t.run(&o).0.expect("third run");
+    let now: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();
+    for (name, (a, b)) in OUTPUT_FILES.iter().zip(old.iter().zip(&now)) {
+        let rewritten = [
+            "modules.dep",
+            "modules.softdep",
+            "modules.weakdep",
+            "modules.devname",
+        ];
+        assert_eq!(
+            a != b,
+            rewritten.contains(name),
+            "{name} rewritten: {}",
+            a != b
+        );
+    }
+    assert!(t.read("modules.softdep").contains("pre: nls_cp850"));
+    let mode = fs::metadata(&weakdep).expect("stat").mode() & 0o777;
+    assert_ne!(mode, 0o600, "rewritten with a new file's mode");
+}

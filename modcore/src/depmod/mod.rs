@@ -177,8 +177,8 @@ pub const OUTPUT_FILES: &[&str] = &[
     "modules.devname",
 ];
 
-/// Outputs made on their own task, side by side with all the others (see `run`).
-const HEAVY_OUTPUTS: [&str; 2] = ["modules.alias.bin", "modules.dep.bin"];
+/// The output made on a task of its own, side by side with all the others (see `run`).
+const HEAVY_OUTPUT: &str = "modules.alias.bin";
 
 /// What a successful run did.
 #[derive(Debug, Default)]
@@ -496,15 +496,13 @@ pub fn run(
         let sink: &mut dyn Sink = &mut diags;
         let data = match name {
             "modules.dep" => Ok(Outputs::modules_dep(&dep_lines)),
-            "modules.dep.bin" => out
-                .modules_dep_bin(&dep_lines, sink)
-                .map_err(|e| ixerr(name, e)),
+            "modules.dep.bin" => out.modules_dep_bin(&dep_lines).map_err(|e| ixerr(name, e)),
             "modules.alias" => Ok(out.modules_alias()),
             "modules.alias.bin" => out.modules_alias_bin(sink).map_err(|e| ixerr(name, e)),
             "modules.softdep" => Ok(out.modules_softdep()),
             "modules.weakdep" => Ok(out.modules_weakdep()),
             "modules.symbols" => Ok(out.modules_symbols()),
-            "modules.symbols.bin" => out.modules_symbols_bin(sink).map_err(|e| ixerr(name, e)),
+            "modules.symbols.bin" => out.modules_symbols_bin().map_err(|e| ixerr(name, e)),
             "modules.builtin.bin" => read_input("modules.builtin", sink)
                 .map(|d| output::builtin_bin(&d, opts.layout, sink))
                 .transpose()
@@ -569,17 +567,29 @@ pub fn run(
         })
     });
     // Each file is written and synced under a temporary name by a thread of its own as
-    // soon as it is made (the syncs overlap with the making of the rest); then the files
-    // are renamed into place one by one in the fixed order, each file's diagnostics
-    // replayed just before: a failure stops the sequence where a one-by-one run would
-    // have stopped (files prepared beyond it are removed).
+    // soon as it is made (the syncs overlap with the making of the rest). Meanwhile this
+    // thread renames the files into place one by one in the fixed order, each as soon as
+    // it and every file before it are ready, each file's diagnostics replayed just
+    // before: a failure stops the sequence where a one-by-one run would have stopped
+    // (files prepared beyond it are removed). The files replaced are freed by threads of
+    // their own (see `fsio::Prepared::commit_holding`), so a rename is short and the
+    // freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();
+    let creation = fsio::Creation::in_dir(&outdir_path);
     let make = |name: &'static str| -> Made {
         let p = produce(name);
         let job = p.data.map(|data| {
             let (dir, suffix) = (outdir_path.clone(), suffix.clone());
             Writer::start(Box::new(move || {
-                fsio::prepare_atomic(&dir, name, &suffix, &data)
+                let unchanged = |new: &fsio::Creation| {
+                    data.len() <= UNCHANGED_CHECK_MAX
+                        && name != "modules.dep"
+                        && fsio::holds_exactly(&dir.join(name), &data, new)
+                };
+                if creation.as_ref().is_some_and(unchanged) {
+                    return Ok(None);
+                }
+                fsio::prepare_atomic(&dir, name, &suffix, &data).map(Some)
             }))
         });
         Made {
@@ -587,46 +597,69 @@ pub fn run(
             diags: p.diags,
         }
     };
-    // The alias index is the biggest single job (about 40% of the work on a real tree):
-    // it starts at once, next to everything else, so that it does not end up last.
-    let (heavy, rest) = rayon::join(
-        || {
-            HEAVY_OUTPUTS
-                .par_iter()
-                .map(|n| make(n))
-                .collect::<Vec<_>>()
-        },
-        || {
-            OUTPUT_FILES
-                .par_iter()
-                .filter(|n| !HEAVY_OUTPUTS.contains(n))
-                .map(|n| make(n))
-                .collect::<Vec<_>>()
-        },
-    );
-    phases.mark("outputs made");
-    let mut heavy: Vec<Option<Made>> = heavy.into_iter().map(Some).collect();
-    let mut rest = rest.into_iter();
-    let made: Vec<Made> = OUTPUT_FILES
-        .iter()
-        .filter_map(|n| match HEAVY_OUTPUTS.iter().position(|h| h == n) {
-            Some(i) => heavy.get_mut(i).and_then(Option::take),
-            None => rest.next(),
-        })
-        .collect();
-    let mut written = Ok(());
-    for (name, m) in OUTPUT_FILES.iter().zip(made) {
-        if written.is_err() {
-            // Wait for the writer, so that its temporary file is removed.
-            drop(m.job.map(|job| job.finish(outdir_path.join(name))));
-            continue;
-        }
-        m.diags.replay(sink);
-        written = m.job.and_then(|job| {
-            job.finish(outdir_path.join(name))?.commit()?;
-            Ok(())
+    let mut freeing = Freeing::default();
+    let written = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
+        // The alias index is the biggest single job (about 40% of the work on a real
+        // tree): it starts at once on a task of its own. The other files are taken one
+        // after the other, in the order they are renamed, by the other task, and by this
+        // one once the alias index is made.
+        let making = s.spawn(move || {
+            let heavy = OUTPUT_FILES.iter().position(|n| *n == HEAVY_OUTPUT);
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let queue: Vec<usize> = (0..OUTPUT_FILES.len())
+                .filter(|&i| Some(i) != heavy)
+                .collect();
+            let send = |i: usize| {
+                let _ = tx.send((i, make(OUTPUT_FILES[i])));
+            };
+            let take_turns = || {
+                while let Some(&i) =
+                    queue.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    send(i);
+                }
+            };
+            rayon::join(
+                || {
+                    heavy.into_iter().for_each(send);
+                    take_turns();
+                },
+                take_turns,
+            );
         });
-    }
+        let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
+        let mut written = Ok(());
+        for (i, name) in OUTPUT_FILES.iter().enumerate() {
+            while ready[i].is_none() {
+                match rx.recv() {
+                    Ok((k, m)) => ready[k] = Some(m),
+                    Err(_) => break,
+                }
+            }
+            let Some(m) = ready[i].take() else {
+                written = written.and(Err(DepmodError::Write(fsio::WriteError::Write {
+                    path: outdir_path.join(name),
+                    source: std::io::Error::other("output was not made"),
+                })));
+                continue;
+            };
+            if written.is_err() {
+                // Wait for the writer, so that its temporary file is removed.
+                drop(m.job.map(|job| job.finish(outdir_path.join(name))));
+                continue;
+            }
+            m.diags.replay(sink);
+            written = m.job.and_then(|job| {
+                if let Some(prepared) = job.finish(outdir_path.join(name))? {
+                    freeing.drop_later(prepared.commit_holding()?);
+                }
+                Ok(())
+            });
+        }
+        let _ = making.join();
+        written
+    });
     phases.mark("outputs written");
     // Only once every output is in place does the new cache replace the old one (the
     // writer is always waited for, so no temporary file outlives the run). A failure only
@@ -641,14 +674,16 @@ pub fn run(
     });
     written?;
     if let Some(Some(res)) = cache_done {
-        if let Err(e) = res.and_then(fsio::Prepared::commit) {
-            sink.emit(
+        match res.and_then(fsio::Prepared::commit_holding) {
+            Ok(replaced) => freeing.drop_later(replaced),
+            Err(e) => sink.emit(
                 Level::Debug,
                 format!("could not write the depmod cache: {e}"),
-            );
+            ),
         }
     }
     let _ = fsio::sync_dir(&outdir_path);
+    freeing.wait();
     phases.mark("cache written");
     let summary = Summary {
         up_to_date: false,
@@ -673,11 +708,21 @@ struct Made {
 /// A file being written on a thread of its own (or, if no thread could be started,
 /// already written).
 enum Writer {
-    Thread(std::thread::JoinHandle<Option<Result<fsio::Prepared, fsio::WriteError>>>),
-    Done(Option<Result<fsio::Prepared, fsio::WriteError>>),
+    Thread(std::thread::JoinHandle<Option<Written>>),
+    Done(Option<Written>),
 }
 
-type WriteJob = Box<dyn FnOnce() -> Result<fsio::Prepared, fsio::WriteError> + Send>;
+/// A file written and synced under its temporary name, or `None` when the file in place
+/// already holds exactly the new bytes (see [`UNCHANGED_CHECK_MAX`]).
+type Written = Result<Option<fsio::Prepared>, fsio::WriteError>;
+
+type WriteJob = Box<dyn FnOnce() -> Written + Send>;
+
+/// Outputs up to this size that already hold exactly their new bytes are left as they
+/// are (not rewritten, synced and renamed): comparing a small file costs far less than
+/// writing and syncing it. modules.dep is always written: `depmod -A` compares its
+/// modification time with the modules'.
+const UNCHANGED_CHECK_MAX: usize = 64 << 10;
 
 impl Writer {
     fn start(write: WriteJob) -> Writer {
@@ -693,7 +738,7 @@ impl Writer {
     }
 
     /// Wait for the file; `path` names it if the thread itself failed.
-    fn finish(self, path: std::path::PathBuf) -> Result<fsio::Prepared, fsio::WriteError> {
+    fn finish(self, path: std::path::PathBuf) -> Written {
         let got = match self {
             Writer::Done(r) => r,
             Writer::Thread(h) => h.join().ok().flatten(),
@@ -704,6 +749,32 @@ impl Writer {
                 source: std::io::Error::other("writer thread failed"),
             })
         })
+    }
+}
+
+/// Files replaced by this run, held open by the rename (see
+/// `fsio::Prepared::commit_holding`) and closed each on a thread of its own, which frees
+/// the file's blocks there.
+#[derive(Default)]
+struct Freeing(Vec<std::thread::JoinHandle<()>>);
+
+impl Freeing {
+    fn drop_later(&mut self, old: Option<std::fs::File>) {
+        let Some(old) = old else { return };
+        // If no thread can be started, the file is closed here.
+        if let Ok(h) = std::thread::Builder::new()
+            .name("depmod-free".into())
+            .spawn(move || drop(old))
+        {
+            self.0.push(h);
+        }
+    }
+
+    /// Wait until every replaced file is freed (a run leaves nothing behind).
+    fn wait(self) {
+        for h in self.0 {
+            let _ = h.join();
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use super::graph::{ClosureScratch, DepGraph, SYMBOL_BUCKETS};
 use super::view::ModView;
 use crate::diag::{show, Level, Sink};
-use crate::index::{IndexBuilder, Layout, WriteError};
+use crate::index::{first_bad, IndexBuilder, Layout, SortedIndex, WriteError};
 use crate::name::{modname_from_path, normalize_alias, normalize_alias_into};
 use rayon::prelude::*;
 
@@ -116,24 +116,36 @@ impl<'a> Outputs<'a> {
         out
     }
 
-    pub fn modules_dep_bin(
-        &self,
-        lines: &[Vec<u8>],
-        sink: &mut dyn Sink,
-    ) -> Result<Vec<u8>, WriteError> {
-        let mut idx = self.index_builder();
-        let bytes = self.mods.iter().map(|m| m.modname.len()).sum::<usize>()
-            + lines.iter().map(Vec::len).sum::<usize>();
-        idx.reserve(self.mods.len(), bytes);
-        for (i, (m, l)) in self.mods.iter().zip(lines).enumerate() {
-            if idx.insert(m.modname, l, i as u32) && self.warn_dups {
-                sink.emit(
-                    Level::Warning,
-                    format!("duplicate module deps:\n{}", show(l)),
-                );
-            }
+    /// modules.dep.bin: each module's line under its name. Module names are unique, so
+    /// every key has one value (and `-w` has no duplicate to report): the names are
+    /// sorted and the file written from them directly.
+    pub fn modules_dep_bin(&self, lines: &[Vec<u8>]) -> Result<Vec<u8>, WriteError> {
+        let mut by_name: Vec<u32> = (0..self.mods.len() as u32).collect();
+        crate::bytesort::sort_unstable_by_bytes(&mut by_name, |&i| self.modname(i));
+        let mut idx = SortedIndex::with_capacity(
+            self.mods.len(),
+            self.mods.iter().map(|m| m.modname.len()).sum(),
+            lines.iter().map(Vec::len).sum(),
+        );
+        for i in by_name {
+            idx.push(self.modname(i), &lines[i as usize], i);
         }
-        idx.write(self.layout)
+        idx.write(self.layout).map_err(|e| match e {
+            // Reported, as kmod would, for the first such string in module order (the
+            // order the entries would be inserted in).
+            WriteError::BadCharacter { .. } => {
+                let strings = self
+                    .mods
+                    .iter()
+                    .zip(lines)
+                    .flat_map(|(m, l)| [m.modname, l.as_slice()]);
+                match first_bad(strings) {
+                    Some((byte, string)) => WriteError::BadCharacter { byte, string },
+                    None => e,
+                }
+            }
+            e => e,
+        })
     }
 
     /// The values of [`MODINFO_KEYS`], gathered in one pass over every module's entries
@@ -253,7 +265,7 @@ impl<'a> Outputs<'a> {
                 .filter_map(|(k, r)| r.owner.map(|o| (*k, o)))
                 .collect();
             // The names are the keys of a map: no two are equal.
-            by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            crate::bytesort::sort_unstable_by_bytes(&mut by_name, |&(k, _)| k);
             let hash_order =
                 crate::hash::hash_order_of_sorted(&by_name, SYMBOL_BUCKETS, |(k, _)| k);
             OwnedSymbols {
@@ -286,27 +298,28 @@ impl<'a> Outputs<'a> {
         out
     }
 
-    pub fn modules_symbols_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
-        let mut idx = self.index_builder();
+    /// modules.symbols.bin: `symbol:NAME` to the owner's name. The names are those of a
+    /// map, so every key has one value (and `-w` has no duplicate to report), and
+    /// [`Outputs::owned_symbols`] has them sorted already: the file is written from them
+    /// directly.
+    pub fn modules_symbols_bin(&self) -> Result<Vec<u8>, WriteError> {
         let owned = &self.owned_symbols().by_name;
-        idx.reserve(
+        let mut idx = SortedIndex::with_capacity(
             owned.len(),
             owned
                 .iter()
-                .map(|&(name, owner)| b"symbol:".len() + name.len() + self.modname(owner).len())
+                .map(|&(name, _)| b"symbol:".len() + name.len())
+                .sum(),
+            owned
+                .iter()
+                .map(|&(_, owner)| self.modname(owner).len())
                 .sum(),
         );
         let mut key = b"symbol:".to_vec();
         for &(name, owner) in owned {
             key.truncate(b"symbol:".len());
             key.extend_from_slice(name);
-            let m = self.modname(owner);
-            if idx.insert(&key, m, owner) && self.warn_dups {
-                sink.emit(
-                    Level::Warning,
-                    format!("duplicate module syms:\n{} {}", show(&key), show(m)),
-                );
-            }
+            idx.push(&key, self.modname(owner), owner);
         }
         idx.write(self.layout)
     }

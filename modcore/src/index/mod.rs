@@ -13,7 +13,7 @@ mod reader;
 mod writer;
 
 pub use reader::{Entry, Index, IndexError, IndexFile, Iter, Value};
-pub use writer::{BuilderEntry, IndexBuilder, Layout, WriteError};
+pub use writer::{first_bad, BuilderEntry, IndexBuilder, Layout, SortedIndex, WriteError};
 
 /// Magic number at offset 0 (big-endian).
 pub const INDEX_MAGIC: u32 = 0xB007_F457;
