@@ -394,18 +394,7 @@ impl IndexBuilder {
 
     /// A key or value inserted that no file can hold.
     fn check(&self) -> Result<(), WriteError> {
-        if let Some((byte, string)) = &self.bad {
-            return Err(WriteError::BadCharacter {
-                byte: *byte,
-                string: string.clone(),
-            });
-        }
-        if self.oversized {
-            return Err(WriteError::TooLarge {
-                offset: MAX_NODE_OFFSET,
-            });
-        }
-        Ok(())
+        refusal(&self.bad, self.oversized)
     }
 
     /// [`write`](Self::write) by building the trie, then placing every node (either
@@ -623,17 +612,7 @@ impl SortedIndex {
 
     /// The complete index file (see [`IndexBuilder::write`]).
     pub fn write(&self, layout: Layout) -> Result<Vec<u8>, WriteError> {
-        if let Some((byte, string)) = &self.bad {
-            return Err(WriteError::BadCharacter {
-                byte: *byte,
-                string: string.clone(),
-            });
-        }
-        if self.oversized {
-            return Err(WriteError::TooLarge {
-                offset: MAX_NODE_OFFSET,
-            });
-        }
+        refusal(&self.bad, self.oversized)?;
         if self.unsorted || layout != Layout::PostOrder {
             let mut b = IndexBuilder::unchecked();
             b.reserve(self.vals.len(), self.set.bytes.len() + self.values.len());
@@ -652,6 +631,23 @@ impl SortedIndex {
             out.push(0);
         })
     }
+}
+
+/// Why a file cannot be written: the first bad key or value inserted (see
+/// [`first_bad`]), or one of 4 GiB or more.
+fn refusal(bad: &Option<(u8, Vec<u8>)>, oversized: bool) -> Result<(), WriteError> {
+    if let Some((byte, string)) = bad {
+        return Err(WriteError::BadCharacter {
+            byte: *byte,
+            string: string.clone(),
+        });
+    }
+    if oversized {
+        return Err(WriteError::TooLarge {
+            offset: MAX_NODE_OFFSET,
+        });
+    }
+    Ok(())
 }
 
 /// The first of `strings` holding a byte an index cannot hold (NUL, or one of 0x80 and
@@ -1037,23 +1033,27 @@ mod tests {
         assert_eq!(b.key_count(), 2);
     }
 
-    /// The one-pass post-order writer and the trie layout agree, byte for byte, on keys
-    /// that share prefixes, are prefixes of one another, and are longer than a sort tag.
-    #[test]
-    fn one_pass_post_order_matches_the_layout() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+    /// A xorshift generator of test data: the same sequence for the same seed.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// The one-pass post-order writer and the trie layout agree, byte for byte, on keys
+    /// that share prefixes, are prefixes of one another, and are longer than a sort tag.
+    #[test]
+    fn one_pass_post_order_matches_the_layout() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..300 {
             let mut b = IndexBuilder::unchecked();
             let count = (next() % 60) as usize;
             for _ in 0..count {
                 // A long shared stem half of the time, so that 24-byte tags tie.
-                let stem: &[u8] = if next() % 2 == 0 {
+                let stem: &[u8] = if next() & 1 == 0 {
                     b"pci:v00008086d00001234sv*sd*"
                 } else {
                     b""
@@ -1075,13 +1075,7 @@ mod tests {
     /// prefixes of one another or hold low bytes.
     #[test]
     fn records_are_in_file_order() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..40 {
             let mut b = IndexBuilder::unchecked();
             let count = 500 + (next() % 3000) as usize;
