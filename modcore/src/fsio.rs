@@ -100,9 +100,10 @@ impl Creation {
 pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
+    // (O_NONBLOCK: a FIFO by that name must not make the open wait for a writer.)
     let Ok(mut f) = OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
     else {
         return false;

@@ -713,4 +713,14 @@ fn unchanged_small_outputs_are_left_in_place() {
     assert!(t.read("modules.softdep").contains("pre: nls_cp850"));
     let mode = fs::metadata(&weakdep).expect("stat").mode() & 0o777;
     assert_ne!(mode, 0o600, "rewritten with a new file's mode");
+
+    // A FIFO by an output's name is not waited on (nothing writes to it): it is replaced.
+    fs::remove_file(&weakdep).expect("rm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&weakdep)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    t.run(&o).0.expect("fourth run");
+    assert!(fs::symlink_metadata(&weakdep).expect("stat").is_file());
 }
