@@ -179,8 +179,8 @@ pub struct Prepared {
 
 impl Prepared {
     /// Rename the temporary file over the final name.
-    pub fn commit(self) -> Result<(), WriteError> {
-        self.commit_holding().map(drop)
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        self.rename()
     }
 
     /// [`commit`](Self::commit), holding on to the file it replaces: the returned handle
@@ -190,12 +190,17 @@ impl Prepared {
     /// range is also trimmed), so a caller renaming several files in a fixed order can
     /// do the frees on other threads and keep the renames short.
     pub fn commit_holding(mut self) -> Result<Option<File>, WriteError> {
-        self.committed = true;
         let old = OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
             .open(&self.final_path)
             .ok();
+        self.rename()?;
+        Ok(old)
+    }
+
+    fn rename(&mut self) -> Result<(), WriteError> {
+        self.committed = true;
         fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {
             let _ = fs::remove_file(&self.tmp_path);
             WriteError::Rename {
@@ -203,8 +208,7 @@ impl Prepared {
                 to: self.final_path.clone(),
                 source,
             }
-        })?;
-        Ok(old)
+        })
     }
 }
 

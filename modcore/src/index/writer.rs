@@ -193,9 +193,7 @@ impl IndexBuilder {
             return Err(e);
         }
         let key_len = self.bytes.len() - start;
-        if self.bad.is_none() && (has_bad_byte(&self.bytes[start..]) || has_bad_byte(value)) {
-            self.bad = first_bad([&self.bytes[start..], value]);
-        }
+        note_bad(&mut self.bad, &self.bytes[start..], value);
         let (Ok(key_len), Ok(value_len)) = (u32::try_from(key_len), u32::try_from(value.len()))
         else {
             // Far beyond what an index can hold (2^28 bytes); refused by `write`.
@@ -385,16 +383,11 @@ impl IndexBuilder {
 
     /// The complete index file.
     pub fn write(&self, layout: Layout) -> Result<Vec<u8>, WriteError> {
-        self.check()?;
+        refusal(&self.bad, self.oversized)?;
         match layout {
             Layout::PostOrder => self.write_post_order(),
             Layout::PreOrder => self.write_laid_out(layout),
         }
-    }
-
-    /// A key or value inserted that no file can hold.
-    fn check(&self) -> Result<(), WriteError> {
-        refusal(&self.bad, self.oversized)
     }
 
     /// [`write`](Self::write) by building the trie, then placing every node (either
@@ -588,9 +581,7 @@ impl SortedIndex {
 
     /// Add `key`, which should sort after every key pushed before, with its `value`.
     pub fn push(&mut self, key: &[u8], value: &[u8], priority: u32) {
-        if self.bad.is_none() && (has_bad_byte(key) || has_bad_byte(value)) {
-            self.bad = first_bad([key, value]);
-        }
+        note_bad(&mut self.bad, key, value);
         if u32::try_from(key.len().max(value.len())).is_err() {
             self.oversized = true;
             return;
@@ -648,6 +639,15 @@ fn refusal(bad: &Option<(u8, Vec<u8>)>, oversized: bool) -> Result<(), WriteErro
         });
     }
     Ok(())
+}
+
+/// Remember in `bad` the first key or value that no index can hold (see [`first_bad`]),
+/// if none was found before. The check for a bad byte comes first: it is what nearly
+/// every call does, and [`first_bad`] only runs when it finds one.
+fn note_bad(bad: &mut Option<(u8, Vec<u8>)>, key: &[u8], value: &[u8]) {
+    if bad.is_none() && (has_bad_byte(key) || has_bad_byte(value)) {
+        *bad = first_bad([key, value]);
+    }
 }
 
 /// The first of `strings` holding a byte an index cannot hold (NUL, or one of 0x80 and
