@@ -40,15 +40,22 @@
 //! ```text
 //! header   magic "KMODRS-DEPMOD-CACHE\n" (20 bytes), format u32, version length u32,
 //!          crate version bytes, entry count u32, directory count u32, payload length u64
-//! payload  entry*:  path length u32, path bytes, key (7 x u64), body length u32, body
+//! payload  names:   name count u32, (name length u32, name)*   strictly ascending bytes
+//!          entry*:  path length u32, path bytes, key (7 x u64), body length u32, body
 //!          body:    modinfo count u32, (key length u32, key, value length u32, value)*
-//!                   export count u32, (name length u32, name, crc u64)*
-//!                   need count u32, (name length u32, name, crc u64, weak u8)*
+//!                   export count u32, (name id u32, crc u64)*
+//!                   need count u32, (name id u32, crc u64, weak u8)*
 //!          directory*: path length u32, path bytes, key (7 x u64), listing length u32,
 //!                   listing: (kind u8, name length u32, name)*
 //!                   kind: 0 module file, 1 directory, 2 anything else (a link, ...)
 //! trailer  checksum u64 over header and payload
 //! ```
+//!
+//! Symbol names are stored once, in the sorted name table, and referred to by their
+//! index there (a name id): a big tree's modules need some 200,000 symbols with only
+//! about 23,000 distinct names. A run whose modules all come from the cache resolves
+//! symbols by id (an array lookup, see `graph`) and lists the exported ones in name
+//! order without sorting them.
 
 use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
@@ -65,8 +72,9 @@ pub const CACHE_FILE: &str = "modules.depmod.cache";
 
 const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
 /// Bump when the layout or the meaning of the stored data changes (2: only the `.modinfo`
-/// entries depmod uses; 3: directory listings, four-lane checksum).
-pub const FORMAT_VERSION: u32 = 3;
+/// entries depmod uses; 3: directory listings, four-lane checksum; 4: symbol names in a
+/// sorted table, referred to by id).
+pub const FORMAT_VERSION: u32 = 4;
 /// Our crate version: a cache written by another build is not trusted.
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Files whose mtime or ctime is this close to the start of the run (or later) are not
@@ -245,8 +253,68 @@ impl PathIndex {
 #[derive(Default)]
 pub struct Cache {
     data: Arc<Bytes>,
+    names: Spans,
     index: PathIndex,
     dirs: PathIndex,
+}
+
+/// Where each name of the name table is in the file: (start, length), in id order.
+type Spans = Arc<[(u32, u32)]>;
+
+/// A cache file's symbol name table (see the module documentation): names sorted by
+/// their bytes, no two equal, each known by its index (its id).
+#[derive(Clone, Copy)]
+pub struct NameTable<'a> {
+    data: &'a [u8],
+    spans: &'a [(u32, u32)],
+}
+
+impl<'a> NameTable<'a> {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The name with id `id` (empty for an id the table does not have; the ids of a
+    /// loaded body were all checked).
+    pub fn get(&self, id: u32) -> &'a [u8] {
+        self.spans
+            .get(id as usize)
+            .and_then(|&(start, len)| {
+                let start = start as usize;
+                self.data.get(start..start + len as usize)
+            })
+            .unwrap_or_default()
+    }
+
+    /// The id of `name`, if the table has it.
+    pub fn find(&self, name: &[u8]) -> Option<u32> {
+        let mut lo = 0;
+        let mut hi = self.spans.len();
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid as u32).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
+    }
+
+    /// Is this the table of the same loaded file as `other`?
+    pub fn same_as(&self, other: &NameTable<'_>) -> bool {
+        std::ptr::eq(self.spans, other.spans) && std::ptr::eq(self.data, other.data)
+    }
+
+    /// Every name, in id (that is, byte) order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let t = *self;
+        (0..t.spans.len() as u32).map(move |id| t.get(id))
+    }
 }
 
 /// What kind of entry a directory listing records (see the module documentation).
@@ -325,6 +393,7 @@ pub struct DirRecord<'a> {
 #[derive(Clone)]
 pub struct Body {
     data: Arc<Bytes>,
+    names: Spans,
     /// The body is `data[start..end]`; its export and need sections start (after their
     /// counts) at `exports` and `needs`.
     start: usize,
@@ -335,12 +404,14 @@ pub struct Body {
 }
 
 impl Body {
-    /// Check the body at `data[start..end]` and find its sections.
-    fn new(data: &Arc<Bytes>, start: usize, end: usize) -> Option<Body> {
+    /// Check the body at `data[start..end]` (every name id within `names`) and find its
+    /// sections.
+    fn new(data: &Arc<Bytes>, names: &Spans, start: usize, end: usize) -> Option<Body> {
         let mut r = Reader {
             data: data.get(..end)?,
             pos: start,
         };
+        let known = |id: u32| (id as usize) < names.len();
         let mut counts = [0u32; 3];
         let mut at = [0usize; 3];
         for (i, min) in [8usize, 12, 13].into_iter().enumerate() {
@@ -353,11 +424,15 @@ impl Body {
                         r.sized()?;
                     }
                     1 => {
-                        r.sized()?;
+                        if !known(r.u32()?) {
+                            return None;
+                        }
                         r.u64()?;
                     }
                     _ => {
-                        r.sized()?;
+                        if !known(r.u32()?) {
+                            return None;
+                        }
                         r.u64()?;
                         if r.bytes(1)?[0] > 1 {
                             return None;
@@ -368,6 +443,7 @@ impl Body {
         }
         (r.pos == end).then(|| Body {
             data: Arc::clone(data),
+            names: Arc::clone(names),
             start,
             end,
             exports: at[1],
@@ -393,9 +469,29 @@ impl Body {
         (0..self.counts[0]).map_while(move |_| Some((r.sized()?, r.sized()?)))
     }
 
-    pub fn exports(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+    /// The name table the body's name ids refer to.
+    pub fn names(&self) -> NameTable<'_> {
+        NameTable {
+            data: &self.data,
+            spans: &self.names,
+        }
+    }
+
+    /// Exported symbols: (name id, CRC).
+    pub fn export_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let mut r = self.reader(self.exports);
-        (0..self.counts[1]).map_while(move |_| Some((r.sized()?, r.u64()?)))
+        (0..self.counts[1]).map_while(move |_| Some((r.u32()?, r.u64()?)))
+    }
+
+    /// Needed symbols: (name id, CRC, weak).
+    pub fn need_ids(&self) -> impl Iterator<Item = (u32, u64, bool)> + '_ {
+        let mut r = self.reader(self.needs);
+        (0..self.counts[2]).map_while(move |_| Some((r.u32()?, r.u64()?, r.bytes(1)?[0] == 1)))
+    }
+
+    pub fn exports(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let names = self.names();
+        self.export_ids().map(move |(id, crc)| (names.get(id), crc))
     }
 
     pub fn export_count(&self) -> usize {
@@ -403,8 +499,9 @@ impl Body {
     }
 
     pub fn needs(&self) -> impl Iterator<Item = (&[u8], u64, bool)> + '_ {
-        let mut r = self.reader(self.needs);
-        (0..self.counts[2]).map_while(move |_| Some((r.sized()?, r.u64()?, r.bytes(1)?[0] == 1)))
+        let names = self.names();
+        self.need_ids()
+            .map(move |(id, crc, weak)| (names.get(id), crc, weak))
     }
 
     /// The same data as an owned [`ModuleData`] (for tests and tools).
@@ -535,12 +632,13 @@ impl Cache {
                 data: &data[..payload_end],
                 pos: payload_start,
             };
+            let names = name_spans(&mut r).ok_or(Rejected::Malformed)?;
             let index = records(&mut r, count, &|_| true)?;
             let dirs = records(&mut r, dir_count, &listing_ok)?;
             if r.pos != payload_end {
                 return Err(Rejected::Malformed);
             }
-            Ok((index, dirs))
+            Ok((names, index, dirs))
         };
         // (A thread of its own, not the pool: idle pool workers spin for a while, which
         // the tree walk that follows would pay for.)
@@ -558,9 +656,10 @@ impl Cache {
         if sum != u64::from_le_bytes(trailer) {
             return Err(Rejected::BadChecksum);
         }
-        let (index, dirs) = indexed?;
+        let (names, index, dirs) = indexed?;
         Ok(Cache {
             data: Arc::new(data),
+            names: names.into(),
             index,
             dirs,
         })
@@ -608,7 +707,7 @@ impl Cache {
             return None;
         }
         let (start, len) = slot.body;
-        Body::new(&self.data, start, start.checked_add(len)?)
+        Body::new(&self.data, &self.names, start, start.checked_add(len)?)
     }
 }
 
@@ -630,6 +729,8 @@ pub fn encode(entries: &[Entry<'_>], dirs: &[DirRecord<'_>]) -> Vec<u8> {
 /// The shortest possible header (an empty crate version).
 const HEADER_MIN: usize = MAGIC.len() + 4 + 4 + 4 + 4 + 8;
 
+/// The length of a body (a re-encoded cached body is as long as it was: name ids have
+/// one size).
 fn body_len(d: ModView<'_>) -> usize {
     if let ModView::Cached(b) = d {
         return b.bytes().len();
@@ -638,8 +739,120 @@ fn body_len(d: ModView<'_>) -> usize {
         .modinfo()
         .map(|(k, v)| 8 + k.len() + v.len())
         .sum::<usize>()
-        + d.exports().map(|(name, _)| 12 + name.len()).sum::<usize>()
-        + d.needs().map(|(name, _, _)| 13 + name.len()).sum::<usize>()
+        + 12 * d.export_count()
+        + 13 * d.needs().count()
+}
+
+/// The name table of a cache file about to be written, and how its bodies get their ids.
+struct NamePlan<'e> {
+    /// The table, in id order.
+    names: Vec<&'e [u8]>,
+    /// The old file's table, when it is kept as it is: bodies read from it are copied
+    /// as they are.
+    keep: Option<NameTable<'e>>,
+    /// The ids of every name of the bodies that are encoded afresh (all but the copied
+    /// ones), in the order they are written: by entry, each entry's exports then needs.
+    ids: Vec<u32>,
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The symbol names of a module in the order its body stores them: exports, then needs.
+fn symbol_names(d: ModView<'_>) -> impl Iterator<Item = &[u8]> + '_ {
+    d.exports()
+        .map(|(n, _)| n)
+        .chain(d.needs().map(|(n, _, _)| n))
+}
+
+impl<'e> NamePlan<'e> {
+    /// Keep the old table when every name of a freshly read module is in it and at most
+    /// a quarter of it has gone out of use (names no module stores any more); else make
+    /// a new table of the names in use, sorted.
+    fn new(entries: &[Entry<'e>]) -> NamePlan<'e> {
+        let mut old: Option<NameTable<'e>> = None;
+        let mut one_table = true;
+        for e in entries {
+            if let ModView::Cached(b) = e.data {
+                match old {
+                    None => old = Some(b.names()),
+                    Some(t) => one_table &= t.same_as(&b.names()),
+                }
+            }
+        }
+        if let (Some(t), true) = (old, one_table) {
+            let mut used = vec![false; t.len()];
+            let mut ids = Vec::new();
+            let mut all_known = true;
+            for e in entries {
+                match e.data {
+                    ModView::Cached(b) => {
+                        let exports = b.export_ids().map(|(id, _)| id);
+                        for id in exports.chain(b.need_ids().map(|(id, _, _)| id)) {
+                            if let Some(u) = used.get_mut(id as usize) {
+                                *u = true;
+                            }
+                        }
+                    }
+                    ModView::Data(_) => {
+                        for n in symbol_names(e.data) {
+                            let id = t.find(n);
+                            all_known &= id.is_some();
+                            let id = id.unwrap_or(0);
+                            if let Some(u) = used.get_mut(id as usize) {
+                                *u = true;
+                            }
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            let unused = used.iter().filter(|u| !**u).count();
+            if all_known && unused * 4 <= t.len() {
+                return NamePlan {
+                    names: t.iter().collect(),
+                    keep: Some(t),
+                    ids,
+                };
+            }
+        }
+        // Every name gets a provisional id (in the order first met) on the way, then its
+        // place in the sorted table.
+        let mut provisional: HashMap<&'e [u8], u32> = HashMap::default();
+        let mut first: Vec<(&'e [u8], u32)> = Vec::new();
+        let mut ids = Vec::new();
+        for e in entries {
+            for n in symbol_names(e.data) {
+                let id = *provisional.entry(n).or_insert_with(|| {
+                    first.push((n, first.len() as u32));
+                    first.len() as u32 - 1
+                });
+                ids.push(id);
+            }
+        }
+        crate::bytesort::sort_unstable_by_bytes(&mut first, |&(n, _)| n);
+        let mut place = vec![0u32; first.len()];
+        for (at, &(_, id)) in first.iter().enumerate() {
+            place[id as usize] = at as u32;
+        }
+        for id in &mut ids {
+            *id = place[*id as usize];
+        }
+        NamePlan {
+            names: first.into_iter().map(|(n, _)| n).collect(),
+            keep: None,
+            ids,
+        }
+    }
+
+    /// Can `b` be copied as it is?
+    fn keeps(&self, b: &Body) -> bool {
+        self.keep.is_some_and(|t| t.same_as(&b.names()))
+    }
+
+    /// The length of the name table section.
+    fn len(&self) -> usize {
+        4 + self.names.iter().map(|n| 4 + n.len()).sum::<usize>()
+    }
 }
 
 /// Write a cache file holding `entries` to `w`, piece by piece (the checksum is computed
@@ -649,12 +862,15 @@ pub fn write_to(
     entries: &[Entry<'_>],
     dirs: &[DirRecord<'_>],
 ) -> std::io::Result<()> {
-    // Every record: its path, its key (7 x u64) and a sized body or listing.
+    // The name table, then every record: its path, its key (7 x u64) and a sized body or
+    // listing.
+    let plan = NamePlan::new(entries);
     let record_len = |path: &[u8], body: usize| 4 + path.len() + 56 + 4 + body;
-    let payload: usize = entries
-        .iter()
-        .map(|e| record_len(e.path, body_len(e.data)))
-        .sum::<usize>()
+    let payload: usize = plan.len()
+        + entries
+            .iter()
+            .map(|e| record_len(e.path, body_len(e.data)))
+            .sum::<usize>()
         + dirs
             .iter()
             .map(|d| record_len(d.path, d.listing.len()))
@@ -672,30 +888,37 @@ pub fn write_to(
     out.put(&(payload as u64).to_le_bytes())?;
     // Each entry is encoded into one buffer and written (and summed) in one piece.
     let mut buf = Vec::new();
+    put_u32(&mut buf, plan.names.len() as u32);
+    for n in &plan.names {
+        put_bytes(&mut buf, n);
+    }
+    out.put(&buf)?;
+    // The plan's ids, taken in the order it made them.
+    let mut ids = plan.ids.iter().copied();
     for e in entries {
         buf.clear();
         let d = e.data;
         put_head(&mut buf, e.path, &e.key);
         put_u32(&mut buf, body_len(d) as u32);
         match d {
-            // A body read from the old cache is copied as it is.
-            ModView::Cached(b) => buf.extend_from_slice(b.bytes()),
-            ModView::Data(d) => {
-                put_u32(&mut buf, d.modinfo.len() as u32);
-                for (k, v) in &d.modinfo {
+            // A body read from the old cache is copied as it is when its table is kept.
+            ModView::Cached(b) if plan.keeps(b) => buf.extend_from_slice(b.bytes()),
+            _ => {
+                put_u32(&mut buf, d.modinfo().count() as u32);
+                for (k, v) in d.modinfo() {
                     put_bytes(&mut buf, k);
                     put_bytes(&mut buf, v);
                 }
-                put_u32(&mut buf, d.exports.len() as u32);
-                for x in &d.exports {
-                    put_bytes(&mut buf, &x.name);
-                    buf.extend_from_slice(&x.crc.to_le_bytes());
+                put_u32(&mut buf, d.export_count() as u32);
+                for (_, crc) in d.exports() {
+                    put_u32(&mut buf, ids.next().unwrap_or(0));
+                    buf.extend_from_slice(&crc.to_le_bytes());
                 }
-                put_u32(&mut buf, d.needs.len() as u32);
-                for n in &d.needs {
-                    put_bytes(&mut buf, &n.name);
-                    buf.extend_from_slice(&n.crc.to_le_bytes());
-                    buf.push(u8::from(n.weak));
+                put_u32(&mut buf, d.needs().count() as u32);
+                for (_, crc, weak) in d.needs() {
+                    put_u32(&mut buf, ids.next().unwrap_or(0));
+                    buf.extend_from_slice(&crc.to_le_bytes());
+                    buf.push(u8::from(weak));
                 }
             }
         }
@@ -808,6 +1031,25 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         (n.checked_mul(min)? <= self.data.len() - self.pos).then_some(n)
     }
+}
+
+/// The name table at the start of the payload: where each name is, checked to be in
+/// strictly ascending byte order (so ids follow name order and lookups may bisect).
+fn name_spans(r: &mut Reader<'_>) -> Option<Vec<(u32, u32)>> {
+    let n = r.count(4)?;
+    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
+    let mut prev: Option<&[u8]> = None;
+    for _ in 0..n {
+        let name = r.sized()?;
+        if prev.is_some_and(|p| p >= name) {
+            return None;
+        }
+        prev = Some(name);
+        // The file is at most MAX_CACHE_LEN (1 GiB) long: positions fit in 32 bits.
+        let start = u32::try_from(r.pos - name.len()).ok()?;
+        spans.push((start, name.len() as u32));
+    }
+    Some(spans)
 }
 
 /// A 64-bit checksum of `data` (see [`Checksum`]).
@@ -1069,6 +1311,171 @@ mod tests {
         assert_eq!(
             Cache::parse(frame(2, 0, payload)).err(),
             Some(Rejected::Malformed)
+        );
+    }
+
+    fn module(exports: &[&str], needs: &[&str]) -> ModuleData {
+        ModuleData {
+            modinfo: vec![(b"alias".to_vec(), b"x".to_vec())],
+            exports: exports
+                .iter()
+                .map(|n| Export {
+                    name: n.as_bytes().to_vec(),
+                    crc: 7,
+                })
+                .collect(),
+            needs: needs
+                .iter()
+                .map(|n| Need {
+                    name: n.as_bytes().to_vec(),
+                    crc: 9,
+                    weak: n.starts_with('w'),
+                })
+                .collect(),
+        }
+    }
+
+    fn names_of(c: &Cache, path: &[u8], k: FileKey) -> Vec<Vec<u8>> {
+        let b = c.get(path, &k).expect("entry");
+        b.names().iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn names_are_stored_once_sorted_and_checked() {
+        let x = module(&["zeta", "alpha"], &["printk", "alpha", "wk"]);
+        let y = module(&["beta"], &["printk", "zeta"]);
+        let bytes = enc(&[
+            Entry {
+                path: b"/x.ko",
+                key: key(1),
+                data: ModView::Data(&x),
+            },
+            Entry {
+                path: b"/y.ko",
+                key: key(2),
+                data: ModView::Data(&y),
+            },
+        ]);
+        let c = Cache::parse(bytes.clone()).unwrap();
+        let table: Vec<&[u8]> = vec![b"alpha", b"beta", b"printk", b"wk", b"zeta"];
+        assert_eq!(names_of(&c, b"/x.ko", key(1)), table);
+        let bx = c.get(b"/x.ko", &key(1)).unwrap();
+        assert_eq!(bx.to_module_data(), x);
+        assert_eq!(bx.export_ids().collect::<Vec<_>>(), vec![(4, 7), (0, 7)]);
+        assert_eq!(bx.names().find(b"printk"), Some(2));
+        assert_eq!(bx.names().find(b"printj"), None);
+        assert_eq!(c.get(b"/y.ko", &key(2)).unwrap().to_module_data(), y);
+
+        // The table is the start of the payload: names out of order, or twice, are
+        // malformed; so is a body naming an id the table does not have.
+        let header = HEADER_MIN + CRATE_VERSION.len();
+        let payload = &bytes[header..bytes.len() - 8];
+        let swap = |a: &[u8], b: &[u8]| {
+            let mut p = payload.to_vec();
+            let (i, j) = (
+                p.windows(4).position(|w| w == a).unwrap(),
+                p.windows(4).position(|w| w == b).unwrap(),
+            );
+            p[i..i + 4].copy_from_slice(b);
+            p[j..j + 4].copy_from_slice(a);
+            p
+        };
+        assert!(Cache::parse(frame(2, 0, payload)).is_ok());
+        assert_eq!(
+            Cache::parse(frame(2, 0, &swap(b"beta", b"zeta"))).err(),
+            Some(Rejected::Malformed)
+        );
+        let table_only = |names: &[&[u8]]| {
+            let mut p = Vec::new();
+            put_u32(&mut p, names.len() as u32);
+            names.iter().for_each(|n| put_bytes(&mut p, n));
+            Cache::parse(frame(0, 0, &p)).err()
+        };
+        assert_eq!(table_only(&[b"a", b"ab", b"b"]), None);
+        assert_eq!(table_only(&[b"a", b"a"]), Some(Rejected::Malformed));
+        assert_eq!(table_only(&[b"ab", b"a"]), Some(Rejected::Malformed));
+        // x's first export is id 4 (zeta): make it 5.
+        let mut bad_id = payload.to_vec();
+        let body = bad_id.windows(5).position(|w| w == b"/x.ko").unwrap();
+        let first_export = bad_id[body..]
+            .windows(12)
+            .position(|w| w[..4] == 4u32.to_le_bytes() && w[4..] == 7u64.to_le_bytes())
+            .unwrap()
+            + body;
+        bad_id[first_export..first_export + 4].copy_from_slice(&5u32.to_le_bytes());
+        let c = Cache::parse(frame(2, 0, &bad_id)).unwrap();
+        assert!(c.get(b"/x.ko", &key(1)).is_none(), "id beyond the table");
+        assert!(c.get(b"/y.ko", &key(2)).is_some());
+    }
+
+    #[test]
+    fn a_rewritten_cache_keeps_its_name_table_or_makes_a_new_one() {
+        let mods = [
+            module(&["a", "b"], &["c"]),
+            module(&["c"], &["a", "d"]),
+            module(&["d", "e", "f"], &["g"]),
+        ];
+        let entries: Vec<Entry<'_>> = mods
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Entry {
+                path: [b"/m0.ko", b"/m1.ko", b"/m2.ko"][i],
+                key: key(i as u64),
+                data: ModView::Data(d),
+            })
+            .collect();
+        let old = Cache::parse(enc(&entries)).unwrap();
+        let bodies: Vec<Body> = entries
+            .iter()
+            .map(|e| old.get(e.path, &e.key).unwrap())
+            .collect();
+        let all: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d", b"e", b"f", b"g"];
+        // The cached modules, and a fresh one whose names the table has: the table is
+        // kept and the bodies copied as they are.
+        let known = module(&["g"], &["a", "c"]);
+        let rewrite = |fresh: &ModuleData, keep: &[usize]| {
+            let mut e: Vec<Entry<'_>> = keep
+                .iter()
+                .map(|&i| Entry {
+                    path: entries[i].path,
+                    key: entries[i].key,
+                    data: ModView::Cached(&bodies[i]),
+                })
+                .collect();
+            e.push(Entry {
+                path: b"/new.ko",
+                key: key(9),
+                data: ModView::Data(fresh),
+            });
+            Cache::parse(enc(&e)).unwrap()
+        };
+        let c = rewrite(&known, &[0, 1, 2]);
+        assert_eq!(names_of(&c, b"/new.ko", key(9)), all);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(c.get(e.path, &e.key).unwrap().bytes(), bodies[i].bytes());
+        }
+        assert_eq!(c.get(b"/new.ko", &key(9)).unwrap().to_module_data(), known);
+        // A new name: a new table, every module's data the same.
+        let new_name = module(&["bb"], &["a"]);
+        let c = rewrite(&new_name, &[0, 1, 2]);
+        let mut with_bb = all.clone();
+        with_bb.insert(2, b"bb");
+        assert_eq!(names_of(&c, b"/new.ko", key(9)), with_bb);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(c.get(e.path, &e.key).unwrap().to_module_data(), mods[i]);
+        }
+        // Module 2 gone: e and f (2 of 7 names) are no longer used, more than a
+        // quarter: a new table of the names in use.
+        let c = rewrite(&known, &[0, 1]);
+        let used: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d", b"g"];
+        assert_eq!(names_of(&c, b"/new.ko", key(9)), used);
+        assert_eq!(c.get(b"/m1.ko", &key(1)).unwrap().to_module_data(), mods[1]);
+        // Module 0 gone: only b unused (1 of 7): the table is kept.
+        let c = rewrite(&known, &[1, 2]);
+        assert_eq!(names_of(&c, b"/new.ko", key(9)), all);
+        assert_eq!(
+            c.get(b"/m2.ko", &key(2)).unwrap().bytes(),
+            bodies[2].bytes()
         );
     }
 

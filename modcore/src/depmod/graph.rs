@@ -1,6 +1,7 @@
 //! Module order, the symbol table, dependency edges, topological numbering and cycle
 //! reports (spec depmod-and-index §5). Pure: no I/O.
 
+use super::cache::NameTable;
 use super::view::ModView;
 pub use crate::hash::{MODULE_BUCKETS, SYMBOL_BUCKETS};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -119,8 +120,24 @@ pub struct DepGraph<'a> {
     /// Direct dependencies in discovery order (petgraph storage; see `deps`).
     pub graph: DiGraph<(), ()>,
     deps: Vec<Vec<u32>>,
-    /// Symbol table.
-    pub symbols: SymbolTable<'a>,
+    symbols: Symbols<'a>,
+}
+
+/// The symbol table: a map by name, or, when symbols were resolved by name id (see
+/// [`DepGraph::build`]), only the symbols modules export, sorted by name.
+enum Symbols<'a> {
+    Map(SymbolTable<'a>),
+    Owned(Vec<(&'a [u8], u32)>),
+}
+
+/// No module exports the symbol (in the owner array of [`DepGraph::build_by_id`]).
+const NO_OWNER: u32 = u32::MAX;
+
+/// Where the name of a needed symbol is, for the events that print it.
+#[derive(Clone, Copy)]
+enum NeedName<'a> {
+    Table(u32),
+    Fresh(&'a [u8]),
 }
 
 fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
@@ -132,11 +149,21 @@ fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
 
 impl<'a> DepGraph<'a> {
     /// Build the symbol table and the edges (spec §5.3, §5.4). `mods` is in module order.
+    ///
+    /// When modules come from the cache (whose bodies name symbols by id) and neither
+    /// kernel symbols nor a prefix are involved, symbols are resolved by id
+    /// ([`DepGraph::build_by_id`]): the same graph and events, without hashing a name
+    /// per needed symbol.
     pub fn build(
         mods: &[ModView<'a>],
         opts: &'a ResolveOptions,
         events: &mut Vec<Event>,
     ) -> DepGraph<'a> {
+        if opts.kernel_symbols.is_none() && opts.prefix.is_none() && !opts.check_crcs {
+            if let Some(g) = Self::build_by_id(mods, opts, events) {
+                return g;
+            }
+        }
         let exports: usize = mods.iter().map(|m| m.export_count()).sum();
         let mut symbols = SymbolTable::with_capacity_and_hasher(exports + 64, Default::default());
         if let Some(ks) = &opts.kernel_symbols {
@@ -238,7 +265,214 @@ impl<'a> DepGraph<'a> {
         DepGraph {
             graph,
             deps,
-            symbols,
+            symbols: Symbols::Map(symbols),
+        }
+    }
+
+    /// [`DepGraph::build`] by name id, for modules all from one cache file or freshly
+    /// read (`None` otherwise, or when none is from the cache). Every name gets an id:
+    /// the cache's for the names its table has (a fresh module's are found by
+    /// bisection), new ones after those. Exports fill an array from id to the last
+    /// exporting module in module order (as later inserts replace earlier ones in the
+    /// map), and each need is one look into it.
+    fn build_by_id(
+        mods: &[ModView<'a>],
+        opts: &ResolveOptions,
+        events: &mut Vec<Event>,
+    ) -> Option<DepGraph<'a>> {
+        let mut table: Option<NameTable<'a>> = None;
+        for m in mods {
+            if let ModView::Cached(b) = *m {
+                let t = b.names();
+                match table {
+                    None => table = Some(t),
+                    Some(o) if o.same_as(&t) => {}
+                    Some(_) => return None,
+                }
+            }
+        }
+        let table = table?;
+        let base = table.len() as u32;
+        let mut extra: HashMap<&'a [u8], u32, foldhash::fast::RandomState> = HashMap::default();
+        let mut extra_names: Vec<&'a [u8]> = Vec::new();
+        let mut intern = |name: &'a [u8]| -> u32 {
+            if let Some(id) = table.find(name) {
+                return id;
+            }
+            *extra.entry(name).or_insert_with(|| {
+                extra_names.push(name);
+                base + extra_names.len() as u32 - 1
+            })
+        };
+        // A needed `.name` (old powerpc function descriptors) is looked up as `name`.
+        let undot = |name: &'a [u8]| match name.first() {
+            Some(b'.') => &name[1..],
+            _ => name,
+        };
+        // Freshly read modules: their exports' ids and their needs' (resolved) ids.
+        type Fresh<'n> = (Vec<u32>, Vec<(u32, bool, &'n [u8])>);
+        let fresh: Vec<Option<Fresh<'a>>> = mods
+            .iter()
+            .map(|m| match *m {
+                ModView::Data(d) => Some((
+                    d.exports.iter().map(|x| intern(&x.name)).collect(),
+                    d.needs
+                        .iter()
+                        .map(|n| (intern(undot(&n.name)), n.weak, n.name.as_slice()))
+                        .collect(),
+                )),
+                ModView::Cached(_) => None,
+            })
+            .collect();
+        // The table's own `.name`s, redirected (empty: no name needs it).
+        let mut redirect: Vec<u32> = Vec::new();
+        if table.iter().any(|n| n.first() == Some(&b'.')) {
+            redirect = (0..base).collect();
+            for (id, r) in redirect.iter_mut().enumerate() {
+                let n = table.get(id as u32);
+                if n.first() == Some(&b'.') {
+                    *r = intern(undot(n));
+                }
+            }
+        }
+        let total = base as usize + extra_names.len();
+        let mut owner = vec![NO_OWNER; total];
+        for (i, (m, f)) in mods.iter().zip(&fresh).enumerate() {
+            let mut own = |id: u32| {
+                if let Some(o) = owner.get_mut(id as usize) {
+                    *o = i as u32;
+                }
+            };
+            match (*m, f) {
+                (ModView::Cached(b), _) => b.export_ids().for_each(|(id, _)| own(id)),
+                (_, Some((exports, _))) => exports.iter().for_each(|&id| own(id)),
+                _ => {}
+            }
+        }
+        let name_of = |id: u32| match id.checked_sub(base) {
+            None => table.get(id),
+            Some(k) => extra_names.get(k as usize).copied().unwrap_or_default(),
+        };
+        let resolved: Vec<(Vec<u32>, Vec<Event>)> = mods
+            .par_iter()
+            .zip(&fresh)
+            .enumerate()
+            .map(|(i, (m, f))| {
+                let mut deps: Vec<u32> = Vec::new();
+                let mut events = Vec::new();
+                let mut visit = |rid: u32, weak: bool, full: NeedName<'_>| match owner
+                    .get(rid as usize)
+                    .copied()
+                    .filter(|&o| o != NO_OWNER)
+                {
+                    None => {
+                        if opts.errsyms && !weak {
+                            let symbol = match full {
+                                NeedName::Table(id) => table.get(id),
+                                NeedName::Fresh(n) => n,
+                            };
+                            events.push(Event::Unknown {
+                                module: i as u32,
+                                symbol: symbol.to_vec(),
+                            });
+                        }
+                    }
+                    Some(o) => {
+                        if !deps.contains(&o) {
+                            deps.push(o);
+                            if opts.edges {
+                                events.push(Event::Edge {
+                                    user: i as u32,
+                                    symbol: name_of(rid).to_vec(),
+                                    owner: o,
+                                });
+                            }
+                        }
+                    }
+                };
+                match (*m, f) {
+                    (ModView::Cached(b), _) => {
+                        for (id, _, weak) in b.need_ids() {
+                            let rid = redirect.get(id as usize).copied().unwrap_or(id);
+                            visit(rid, weak, NeedName::Table(id));
+                        }
+                    }
+                    (_, Some((_, needs))) => {
+                        for &(rid, weak, full) in needs {
+                            visit(rid, weak, NeedName::Fresh(full));
+                        }
+                    }
+                    _ => {}
+                }
+                (deps, events)
+            })
+            .collect();
+        let mut graph = DiGraph::with_capacity(mods.len(), mods.len() * 2);
+        for _ in mods {
+            graph.add_node(());
+        }
+        let mut deps: Vec<Vec<u32>> = Vec::with_capacity(mods.len());
+        for (i, (d, ev)) in resolved.into_iter().enumerate() {
+            for &o in &d {
+                graph.add_edge(NodeIndex::new(i), NodeIndex::new(o as usize), ());
+            }
+            deps.push(d);
+            events.extend(ev);
+        }
+        // The exported names in name order: the table's ids are, the new names are sorted
+        // and merged in.
+        let in_table = (0..base)
+            .filter(|&id| owner[id as usize] != NO_OWNER)
+            .map(|id| (table.get(id), owner[id as usize]));
+        let mut more: Vec<(&'a [u8], u32)> = extra_names
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (n, owner[base as usize + k]))
+            .filter(|&(_, o)| o != NO_OWNER)
+            .collect();
+        crate::bytesort::sort_unstable_by_bytes(&mut more, |&(n, _)| n);
+        let mut owned = Vec::with_capacity(total);
+        let mut more = more.into_iter().peekable();
+        for t in in_table {
+            while let Some(m) = more.next_if(|m| m.0 < t.0) {
+                owned.push(m);
+            }
+            owned.push(t);
+        }
+        owned.extend(more);
+        Some(DepGraph {
+            graph,
+            deps,
+            symbols: Symbols::Owned(owned),
+        })
+    }
+
+    /// The owner of symbol `name`: `None` when nothing provides it, `Some(None)` for a
+    /// kernel symbol, `Some(Some(i))` for one module `i` exports.
+    pub fn symbol_owner(&self, name: &[u8]) -> Option<Option<u32>> {
+        match &self.symbols {
+            Symbols::Map(m) => m.get(name).map(|r| r.owner),
+            Symbols::Owned(v) => v
+                .binary_search_by(|(n, _)| (*n).cmp(name))
+                .ok()
+                .map(|k| Some(v[k].1)),
+        }
+    }
+
+    /// The symbols modules export, each with its owner (the last exporter in module
+    /// order), sorted by name.
+    pub fn owned_symbols(&self) -> Vec<(&'a [u8], u32)> {
+        match &self.symbols {
+            Symbols::Owned(v) => v.clone(),
+            Symbols::Map(m) => {
+                let mut v: Vec<(&'a [u8], u32)> = m
+                    .iter()
+                    .filter_map(|(k, r)| r.owner.map(|o| (*k, o)))
+                    .collect();
+                // The names are the keys of a map: no two are equal.
+                crate::bytesort::sort_unstable_by_bytes(&mut v, |&(k, _)| k);
+                v
+            }
         }
     }
 

@@ -254,18 +254,11 @@ impl<'a> Outputs<'a> {
 
     /// Module-owned symbols (name, owner index), by name and in symbol hash order. Made
     /// by the first caller, shared by the next (modules.symbols and modules.symbols.bin
-    /// are made concurrently). The names are sorted once: the hash order is a
-    /// distribution of the sorted list by bucket.
+    /// are made concurrently). The graph gives them sorted by name; the hash order is a
+    /// distribution of that list by bucket.
     fn owned_symbols(&self) -> &OwnedSymbols<'a> {
         self.owned.get_or_init(|| {
-            let mut by_name: Vec<(&[u8], u32)> = self
-                .graph
-                .symbols
-                .iter()
-                .filter_map(|(k, r)| r.owner.map(|o| (*k, o)))
-                .collect();
-            // The names are the keys of a map: no two are equal.
-            crate::bytesort::sort_unstable_by_bytes(&mut by_name, |&(k, _)| k);
+            let by_name = self.graph.owned_symbols();
             let hash_order =
                 crate::hash::hash_order_of_sorted(&by_name, SYMBOL_BUCKETS, |(k, _)| k);
             OwnedSymbols {

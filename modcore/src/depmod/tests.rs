@@ -117,7 +117,7 @@ fn last_exporter_wins_and_edges_in_discovery_order() {
     let (g, ev) = build(&mods, &verbose);
     assert_eq!(g.deps(0), &[1, 2]);
     assert_eq!(g.deps(1), &[2], "weak symbols create edges");
-    assert_eq!(g.symbols[&b"dup"[..]].owner, Some(2));
+    assert_eq!(g.symbol_owner(b"dup"), Some(Some(2)));
     assert_eq!(
         ev.iter()
             .filter(|e| matches!(e, Event::Edge { .. }))
@@ -194,7 +194,7 @@ fn prefix_and_kernel_symbols() {
     };
     let (g, ev) = build(&mods, &opts);
     assert_eq!(g.deps(0), &[1]);
-    assert!(g.symbols.contains_key(&b"exp"[..]));
+    assert!(g.symbol_owner(b"exp").is_some());
     let unknown: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {
@@ -327,4 +327,91 @@ fn builtin_lines() {
         sink.at(Level::Error).collect::<Vec<_>>(),
         vec!["Invalid modules.builtin line: _bad\n"]
     );
+}
+
+/// Every module read from one cache file, except those at `fresh` (taken as read from
+/// their files): what a run with a cache resolves by name id.
+fn cached_views(mods: &[ModuleData], fresh: &[usize]) -> Vec<super::cache::Body> {
+    use super::cache::{encode, Cache, Entry, FileKey};
+    let key = FileKey {
+        dev: 1,
+        ino: 1,
+        size: 1,
+        mtime: 1,
+        mtime_nsec: 1,
+        ctime: 1,
+        ctime_nsec: 1,
+    };
+    let paths: Vec<Vec<u8>> = (0..mods.len())
+        .map(|i| format!("/m{i}.ko").into_bytes())
+        .collect();
+    let entries: Vec<Entry<'_>> = mods
+        .iter()
+        .zip(&paths)
+        .enumerate()
+        .filter(|(i, _)| !fresh.contains(i))
+        .map(|(_, (d, p))| Entry {
+            path: p,
+            key,
+            data: ModView::Data(d),
+        })
+        .collect();
+    let cache = Cache::parse(encode(&entries, &[])).expect("a cache we wrote parses");
+    paths.iter().filter_map(|p| cache.get(p, &key)).collect()
+}
+
+#[test]
+fn resolution_by_id_is_resolution_by_name() {
+    // Names shared, exported twice (the last exporter wins), needed with a leading dot,
+    // weak, unknown; module 4 is read fresh and exports a name no cached module has.
+    let mods = vec![
+        m(&["a", "dup", "b"], &[("printk", false)], &[]),
+        m(
+            &["dup", "c"],
+            &[("a", false), (".b", false), ("nobody", false)],
+            &[],
+        ),
+        m(
+            &["d"],
+            &[("dup", true), ("c", false), ("a", false), ("fresh", false)],
+            &[],
+        ),
+        m(&[".x"], &[(".x", false), ("x", false), ("d", false)], &[]),
+        m(
+            &["fresh", "c"],
+            &[("d", false), ("b", false), ("only_fresh", false)],
+            &[],
+        ),
+        m(&["x"], &[("c", false), ("fresh", false)], &[]),
+    ];
+    let by_name_opts = ResolveOptions {
+        edges: true,
+        errsyms: true,
+        ..ResolveOptions::default()
+    };
+    let (want, want_ev) = build(&mods, &by_name_opts);
+    for fresh in [&[][..], &[4], &[0, 4], &[1, 2, 3, 5]] {
+        let bodies = cached_views(&mods, fresh);
+        let mut cached = bodies.iter();
+        let views: Vec<ModView<'_>> = mods
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if fresh.contains(&i) {
+                    ModView::Data(d)
+                } else {
+                    ModView::Cached(cached.next().expect("one body per cached module"))
+                }
+            })
+            .collect();
+        let mut ev = Vec::new();
+        let g = DepGraph::build(&views, &by_name_opts, &mut ev);
+        for i in 0..mods.len() {
+            assert_eq!(g.deps(i), want.deps(i), "module {i}, fresh {fresh:?}");
+        }
+        assert_eq!(ev, want_ev, "fresh {fresh:?}");
+        assert_eq!(g.owned_symbols(), want.owned_symbols(), "fresh {fresh:?}");
+        assert_eq!(g.symbol_owner(b"dup"), Some(Some(1)));
+        assert_eq!(g.symbol_owner(b"nobody"), None);
+    }
 }
