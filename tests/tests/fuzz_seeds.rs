@@ -277,8 +277,9 @@ fn write_fuzz_seeds() {
         ];
         let file = cache::encode(&entries, &dirs);
         put("cache", "three-modules.cache", &file);
-        // An empty cache is the header, an empty name table (its count) and the checksum.
-        let header = cache::encode(&[], &[]).len() - 4 - 8;
+        // An empty cache is the header, an empty name table (its count), an empty aliases
+        // section (a flag and a count) and the checksum.
+        let header = cache::encode(&[], &[]).len() - 4 - 5 - 8;
         let payload = &file[header..file.len() - 8];
         let framed_cache = cache::Cache::parse(cache::frame(1, 2, payload)).unwrap();
         assert_eq!((framed_cache.len(), framed_cache.dir_count()), (1, 2));

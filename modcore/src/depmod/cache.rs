@@ -48,6 +48,7 @@
 //!          directory*: path length u32, path bytes, key (7 x u64), listing length u32,
 //!                   listing: (kind u8, name length u32, name)*
 //!                   kind: 0 module file, 1 directory, 2 anything else (a link, ...)
+//!          aliases: complete u8, count u32, (entry u32, alias u32)*   (zeros unless complete)
 //! trailer  checksum u64 over header and payload
 //! ```
 //!
@@ -56,6 +57,13 @@
 //! about 23,000 distinct names. A run whose modules all come from the cache resolves
 //! symbols by id (an array lookup, see `graph`) and lists the exported ones in name
 //! order without sorting them.
+//!
+//! The last section lists the stored modules' aliases (entry: the module's place among
+//! the entries; alias: the place of the alias among the module's `alias` values) in the
+//! order modules.alias.bin lists them, their modules taken in entry order (`complete` is
+//! 0, and the pairs all zero, when some alias is malformed and left out of the index). A run
+//! inserts the aliases of the unchanged modules into the index in that order, those of
+//! the others merged in, and the index writer then finds them sorted already.
 
 use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
@@ -73,7 +81,7 @@ pub const CACHE_FILE: &str = "modules.depmod.cache";
 const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
 /// Bump when the layout or the meaning of the stored data changes (2: only the `.modinfo`
 /// entries depmod uses; 3: directory listings, four-lane checksum; 4: symbol names in a
-/// sorted table, referred to by id).
+/// sorted table, referred to by id; the order of the aliases in the alias index).
 pub const FORMAT_VERSION: u32 = 4;
 /// Our crate version: a cache written by another build is not trusted.
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -188,6 +196,8 @@ impl Deref for Bytes {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     hash: u64,
+    /// The record's place among the records of its kind, in file order.
+    ordinal: u32,
     path: (usize, usize),
     key: FileKey,
     body: (usize, usize),
@@ -256,6 +266,8 @@ pub struct Cache {
     names: Spans,
     index: PathIndex,
     dirs: PathIndex,
+    /// The aliases section, when complete.
+    alias_order: Vec<(u32, u32)>,
 }
 
 /// Where each name of the name table is in the file: (start, length), in id order.
@@ -394,6 +406,7 @@ pub struct DirRecord<'a> {
 pub struct Body {
     data: Arc<Bytes>,
     names: Spans,
+    ordinal: u32,
     /// The body is `data[start..end]`; its export and need sections start (after their
     /// counts) at `exports` and `needs`.
     start: usize,
@@ -406,7 +419,13 @@ pub struct Body {
 impl Body {
     /// Check the body at `data[start..end]` (every name id within `names`) and find its
     /// sections.
-    fn new(data: &Arc<Bytes>, names: &Spans, start: usize, end: usize) -> Option<Body> {
+    fn new(
+        data: &Arc<Bytes>,
+        names: &Spans,
+        ordinal: u32,
+        start: usize,
+        end: usize,
+    ) -> Option<Body> {
         let mut r = Reader {
             data: data.get(..end)?,
             pos: start,
@@ -444,6 +463,7 @@ impl Body {
         (r.pos == end).then(|| Body {
             data: Arc::clone(data),
             names: Arc::clone(names),
+            ordinal,
             start,
             end,
             exports: at[1],
@@ -467,6 +487,12 @@ impl Body {
     pub fn modinfo(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let mut r = self.reader(self.start + 4);
         (0..self.counts[0]).map_while(move |_| Some((r.sized()?, r.sized()?)))
+    }
+
+    /// The module's place among the entries of its cache file (see the aliases section
+    /// in the module documentation).
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
     }
 
     /// The name table the body's name ids refer to.
@@ -602,7 +628,7 @@ impl Cache {
         let records = |r: &mut Reader<'_>, n: usize, check: &dyn Fn(&[u8]) -> bool| {
             let mut index = PathIndex::default();
             index.slots.reserve(n.min(payload_end / 64));
-            for _ in 0..n {
+            for ordinal in 0..n as u32 {
                 let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
                 let pstart = r.pos;
                 let path = r.bytes(plen).ok_or(Rejected::Malformed)?;
@@ -619,6 +645,7 @@ impl Cache {
                 }
                 index.slots.push(Slot {
                     hash,
+                    ordinal,
                     path: (pstart, plen),
                     key: FileKey::from_words(w),
                     body: (start, blen),
@@ -635,10 +662,11 @@ impl Cache {
             let names = name_spans(&mut r).ok_or(Rejected::Malformed)?;
             let index = records(&mut r, count, &|_| true)?;
             let dirs = records(&mut r, dir_count, &listing_ok)?;
+            let alias_order = alias_order(&mut r, count).ok_or(Rejected::Malformed)?;
             if r.pos != payload_end {
                 return Err(Rejected::Malformed);
             }
-            Ok((names, index, dirs))
+            Ok((names, index, dirs, alias_order))
         };
         // (A thread of its own, not the pool: idle pool workers spin for a while, which
         // the tree walk that follows would pay for.)
@@ -656,12 +684,13 @@ impl Cache {
         if sum != u64::from_le_bytes(trailer) {
             return Err(Rejected::BadChecksum);
         }
-        let (names, index, dirs) = indexed?;
+        let (names, index, dirs, alias_order) = indexed?;
         Ok(Cache {
             data: Arc::new(data),
             names: names.into(),
             index,
             dirs,
+            alias_order,
         })
     }
 
@@ -678,6 +707,13 @@ impl Cache {
     /// Every directory's path and key (in no particular order).
     pub fn dirs(&self) -> impl Iterator<Item = (&[u8], FileKey)> + '_ {
         self.dirs.iter(&self.data)
+    }
+
+    /// The stored modules' aliases in the order the alias index lists them (see the
+    /// module documentation): (entry, alias) pairs, the entry as [`Body::ordinal`]
+    /// gives it. Empty when the file has none or some alias was left out.
+    pub fn alias_order(&self) -> &[(u32, u32)] {
+        &self.alias_order
     }
 
     /// Number of directory listings.
@@ -707,7 +743,13 @@ impl Cache {
             return None;
         }
         let (start, len) = slot.body;
-        Body::new(&self.data, &self.names, start, start.checked_add(len)?)
+        Body::new(
+            &self.data,
+            &self.names,
+            slot.ordinal,
+            start,
+            start.checked_add(len)?,
+        )
     }
 }
 
@@ -722,9 +764,24 @@ pub struct Entry<'a> {
 pub fn encode(entries: &[Entry<'_>], dirs: &[DirRecord<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
-    let _ = write_to(&mut out, entries, dirs);
+    let _ = write_to(&mut out, entries, dirs, Aliases::Unknown);
     out
 }
+
+/// The order of the aliases section of a cache file about to be written (see the module
+/// documentation).
+pub enum Aliases<'f> {
+    /// Work it out from the entries.
+    Unknown,
+    /// Known: (entry, alias) pairs in index order.
+    Order(Vec<(u32, u32)>),
+    /// Known once everything else is written (by the alias index being made meanwhile);
+    /// `None`: no order is kept.
+    Later(Box<dyn FnOnce() -> Option<AliasPairs> + Send + 'f>),
+}
+
+/// (entry, alias) pairs of the aliases section.
+pub type AliasPairs = Vec<(u32, u32)>;
 
 /// The shortest possible header (an empty crate version).
 const HEADER_MIN: usize = MAGIC.len() + 4 + 4 + 4 + 4 + 8;
@@ -861,12 +918,24 @@ pub fn write_to(
     w: &mut dyn Write,
     entries: &[Entry<'_>],
     dirs: &[DirRecord<'_>],
+    aliases: Aliases<'_>,
 ) -> std::io::Result<()> {
     // The name table, then every record: its path, its key (7 x u64) and a sized body or
     // listing.
     let plan = NamePlan::new(entries);
+    // The section has a pair for every alias of the entries, complete or not.
+    let alias_count: usize = entries
+        .iter()
+        .map(|e| e.data.modinfo().filter(|(k, _)| *k == b"alias").count())
+        .sum();
+    let aliases = match aliases {
+        Aliases::Unknown => Aliases::Order(alias_section(entries).unwrap_or_default()),
+        known => known,
+    };
     let record_len = |path: &[u8], body: usize| 4 + path.len() + 56 + 4 + body;
     let payload: usize = plan.len()
+        + 5
+        + 8 * alias_count
         + entries
             .iter()
             .map(|e| record_len(e.path, body_len(e.data)))
@@ -930,6 +999,25 @@ pub fn write_to(
         put_bytes(&mut buf, d.listing);
         out.put(&buf)?;
     }
+    let order = match aliases {
+        Aliases::Order(order) => Some(order),
+        Aliases::Later(get) => get(),
+        Aliases::Unknown => None,
+    }
+    .filter(|o| o.len() == alias_count);
+    buf.clear();
+    buf.push(u8::from(order.is_some()));
+    put_u32(&mut buf, alias_count as u32);
+    match order {
+        Some(order) => {
+            for (entry, alias) in order {
+                put_u32(&mut buf, entry);
+                put_u32(&mut buf, alias);
+            }
+        }
+        None => buf.resize(buf.len() + 8 * alias_count, 0),
+    }
+    out.put(&buf)?;
     let sum = out.sum.finish();
     out.w.write_all(&sum.to_le_bytes())
 }
@@ -1031,6 +1119,53 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         (n.checked_mul(min)? <= self.data.len() - self.pos).then_some(n)
     }
+}
+
+/// The aliases of `entries` in the order the alias index lists them (see the module
+/// documentation; the entries taken as modules in module order), or `None` when some
+/// alias cannot be normalised (and is left out of the index).
+fn alias_section(entries: &[Entry<'_>]) -> Option<Vec<(u32, u32)>> {
+    let mut index = crate::index::IndexBuilder::unchecked();
+    let mut refs = Vec::new();
+    for (e, entry) in entries.iter().enumerate() {
+        let aliases = entry.data.modinfo().filter(|(k, _)| *k == b"alias");
+        for (a, (_, alias)) in aliases.enumerate() {
+            let key = |k: &mut Vec<u8>| crate::name::normalize_alias_into(alias, k);
+            index.insert_with(key, b"", e as u32).ok()?;
+            refs.push((e as u32, a as u32));
+        }
+    }
+    Some(
+        index
+            .file_order()
+            .into_iter()
+            .filter_map(|id| refs.get(id as usize).copied())
+            .collect(),
+    )
+}
+
+/// The aliases section at the end of the payload (its pairs, or none unless complete);
+/// every entry number below `entries`.
+fn alias_order(r: &mut Reader<'_>, entries: usize) -> Option<Vec<(u32, u32)>> {
+    let complete = r.bytes(1)?[0];
+    let n = r.count(8)?;
+    match complete {
+        0 => {
+            r.bytes(8 * n)?;
+            return Some(Vec::new());
+        }
+        1 => {}
+        _ => return None,
+    }
+    let mut order = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (entry, alias) = (r.u32()?, r.u32()?);
+        if entry as usize >= entries {
+            return None;
+        }
+        order.push((entry, alias));
+    }
+    Some(order)
 }
 
 /// The name table at the start of the payload: where each name is, checked to be in
@@ -1389,6 +1524,8 @@ mod tests {
             let mut p = Vec::new();
             put_u32(&mut p, names.len() as u32);
             names.iter().for_each(|n| put_bytes(&mut p, n));
+            // An empty aliases section.
+            p.extend_from_slice(&[1, 0, 0, 0, 0]);
             Cache::parse(frame(0, 0, &p)).err()
         };
         assert_eq!(table_only(&[b"a", b"ab", b"b"]), None);
@@ -1476,6 +1613,88 @@ mod tests {
         assert_eq!(
             c.get(b"/m2.ko", &key(2)).unwrap().bytes(),
             bodies[2].bytes()
+        );
+    }
+
+    #[test]
+    fn the_aliases_section_holds_the_alias_index_order() {
+        let with_aliases = |aliases: &[&str]| ModuleData {
+            modinfo: aliases
+                .iter()
+                .map(|a| (b"alias".to_vec(), a.as_bytes().to_vec()))
+                .collect(),
+            ..ModuleData::default()
+        };
+        let mods = [
+            with_aliases(&["usb:v1", "pci:v2", "fs-b"]),
+            with_aliases(&[]),
+            with_aliases(&["fs-a", "pci:v1"]),
+            with_aliases(&["pci:v1", "acpi*:X:*"]),
+        ];
+        let paths: [&[u8]; 4] = [b"/a.ko", b"/b.ko", b"/c.ko", b"/d.ko"];
+        let entries: Vec<Entry<'_>> = mods
+            .iter()
+            .zip(paths)
+            .enumerate()
+            .map(|(i, (d, path))| Entry {
+                path,
+                key: key(i as u64),
+                data: ModView::Data(d),
+            })
+            .collect();
+        // By key, then by entry (the modules' order).
+        let want = vec![(3, 1), (2, 0), (0, 2), (2, 1), (3, 0), (0, 1), (0, 0)];
+        let written = |aliases: Aliases<'_>| {
+            let mut out = Vec::new();
+            write_to(&mut out, &entries, &[], aliases).unwrap();
+            Cache::parse(out).unwrap()
+        };
+        assert_eq!(
+            Cache::parse(enc(&entries)).unwrap().alias_order(),
+            &want[..]
+        );
+        assert_eq!(
+            written(Aliases::Order(want.clone())).alias_order(),
+            &want[..]
+        );
+        let later = want.clone();
+        assert_eq!(
+            written(Aliases::Later(Box::new(move || Some(later)))).alias_order(),
+            &want[..]
+        );
+        // Not known, or not a pair per alias: the section says so and holds no order.
+        assert!(written(Aliases::Later(Box::new(|| None)))
+            .alias_order()
+            .is_empty());
+        assert!(written(Aliases::Order(want[1..].to_vec()))
+            .alias_order()
+            .is_empty());
+        // An alias that does not normalise: no order.
+        let bad = [with_aliases(&["pci:v1", "bad]"])];
+        let e = [Entry {
+            path: b"/x.ko",
+            key: key(9),
+            data: ModView::Data(&bad[0]),
+        }];
+        let c = Cache::parse(enc(&e)).unwrap();
+        assert!(c.alias_order().is_empty());
+        assert!(c.get(b"/x.ko", &key(9)).is_some());
+        // A complete section naming an entry the file does not have is malformed.
+        let header = HEADER_MIN + CRATE_VERSION.len();
+        let bytes = enc(&entries);
+        let mut payload = bytes[header..bytes.len() - 8].to_vec();
+        let at = payload.len() - 8 * want.len();
+        payload[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(
+            Cache::parse(frame(4, 0, &payload)).err(),
+            Some(Rejected::Malformed)
+        );
+        payload[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Cache::parse(frame(4, 0, &payload)).is_ok());
+        payload[at - 5] = 2;
+        assert_eq!(
+            Cache::parse(frame(4, 0, &payload)).err(),
+            Some(Rejected::Malformed)
         );
     }
 

@@ -367,6 +367,7 @@ pub fn run(
     rayon::broadcast(|_| read::release_buffers());
     let from_cache = results.iter().filter(|g| g.hit).count();
     progress.finish();
+    let alias_hint = alias_hint(&cache, &results);
     drop(cache);
     phases.mark("modules read");
     let mut unreadable = 0;
@@ -462,7 +463,8 @@ pub fn run(
             data: *d,
         })
         .collect();
-    let out = Outputs::new(&mods, &g, &topo, opts.layout, opts.warn_dups);
+    let out =
+        Outputs::new(&mods, &g, &topo, opts.layout, opts.warn_dups).with_alias_hint(alias_hint);
     let dep_lines = out.dep_lines();
     phases.mark("dependencies sorted");
 
@@ -491,6 +493,9 @@ pub fn run(
         name: name.to_string(),
         err: e.to_string(),
     };
+    // The alias index's order, from its maker to the cache writer.
+    let (alias_tx, alias_rx) = std::sync::mpsc::channel::<Option<Vec<(u32, u32)>>>();
+    let alias_tx = std::sync::Mutex::new(Some(alias_tx));
     let produce = |name: &str| -> Produced {
         let mut diags = Collect::default();
         let sink: &mut dyn Sink = &mut diags;
@@ -498,7 +503,14 @@ pub fn run(
             "modules.dep" => Ok(Outputs::modules_dep(&dep_lines)),
             "modules.dep.bin" => out.modules_dep_bin(&dep_lines).map_err(|e| ixerr(name, e)),
             "modules.alias" => Ok(out.modules_alias()),
-            "modules.alias.bin" => out.modules_alias_bin(sink).map_err(|e| ixerr(name, e)),
+            "modules.alias.bin" => {
+                let made = out.modules_alias_bin(sink).map_err(|e| ixerr(name, e));
+                // The cache writer keeps the index's order (it waits for it).
+                if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(out.alias_file_order());
+                }
+                made
+            }
             "modules.softdep" => Ok(out.modules_softdep()),
             "modules.weakdep" => Ok(out.modules_weakdep()),
             "modules.symbols" => Ok(out.modules_symbols()),
@@ -562,6 +574,7 @@ pub fn run(
             let prior = Prior {
                 cached_entries,
                 run_start,
+                aliases: alias_rx,
             };
             prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
         })
@@ -661,6 +674,8 @@ pub fn run(
         written
     });
     phases.mark("outputs written");
+    // Made or not, the alias index has nothing more to tell the cache writer.
+    drop(alias_tx.lock().ok().and_then(|mut t| t.take()));
     // Only once every output is in place does the new cache replace the old one (the
     // writer is always waited for, so no temporary file outlives the run). A failure only
     // costs speed next time: reported at debug level, the run succeeds.
@@ -899,11 +914,48 @@ fn read_all(
         .collect()
 }
 
+/// The order of the alias index for the modules taken from `cache` (see
+/// [`output::AliasHint`]), from the cache's aliases section; `results` are in module
+/// order. `None` when no module came from the cache.
+fn alias_hint(cache: &Cache, results: &[Got]) -> Option<output::AliasHint> {
+    let order = cache.alias_order();
+    let entries = order
+        .iter()
+        .map(|&(e, _)| e as usize + 1)
+        .max()
+        .unwrap_or(0);
+    // The place in module order of each cache entry taken.
+    let mut place = vec![u32::MAX; entries];
+    let mut covered = vec![false; results.len()];
+    for (k, got) in results.iter().enumerate() {
+        if let (true, Ok(Data::Cached(body))) = (got.hit, &got.res) {
+            covered[k] = true;
+            if let Some(p) = place.get_mut(body.ordinal() as usize) {
+                *p = k as u32;
+            }
+        }
+    }
+    if !covered.contains(&true) {
+        return None;
+    }
+    let sorted = order
+        .iter()
+        .filter_map(|&(e, a)| {
+            let p = place.get(e as usize).copied().filter(|&p| p != u32::MAX)?;
+            Some((p, a))
+        })
+        .collect();
+    Some(output::AliasHint { sorted, covered })
+}
+
 /// What the cache writer needs to know about the run: how many records (modules and
 /// directories) the old cache held, and when the run started (the settle rule).
 struct Prior {
     cached_entries: usize,
     run_start: std::time::SystemTime,
+    /// The order of this run's alias index (see `Outputs::alias_file_order`), once it is
+    /// made; nothing if it is not.
+    aliases: std::sync::mpsc::Receiver<Option<Vec<(u32, u32)>>>,
 }
 
 /// The new cache with this run's modules (settled, readable ones only) and directory
@@ -921,10 +973,12 @@ fn prepare_cache(
     listings: &[walk::DirListing],
     prior: Prior,
 ) -> Option<Result<fsio::Prepared, fsio::WriteError>> {
-    let entries: Vec<(cache::Entry<'_>, bool)> = ordered
+    // Each stored module with its place in module order.
+    let entries: Vec<(cache::Entry<'_>, bool, usize)> = ordered
         .iter()
         .zip(results)
-        .filter_map(|(&i, g)| match (&g.res, g.key) {
+        .enumerate()
+        .filter_map(|(at, (&i, g))| match (&g.res, g.key) {
             (Ok(data), Some(key)) if key.settled(prior.run_start) => Some((
                 cache::Entry {
                     path: &cands[i].path,
@@ -932,6 +986,7 @@ fn prepare_cache(
                     data: data.view(),
                 },
                 g.hit,
+                at,
             )),
             _ => None,
         })
@@ -948,19 +1003,36 @@ fn prepare_cache(
             (rec, l.reused)
         })
         .collect();
-    let hits = entries.iter().filter(|(_, hit)| *hit).count()
+    let hits = entries.iter().filter(|(_, hit, _)| *hit).count()
         + dirs.iter().filter(|(_, reused)| *reused).count();
     let stale = prior.cached_entries.saturating_sub(hits);
     if hits == entries.len() + dirs.len() && stale * 4 <= prior.cached_entries {
         return None;
     }
-    let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _)| e).collect();
+    // The alias index's order, its modules numbered as the stored entries: waited for
+    // only once everything else of the file is written.
+    let mut entry_of = vec![u32::MAX; results.len()];
+    for (n, (_, _, at)) in entries.iter().enumerate() {
+        entry_of[*at] = n as u32;
+    }
+    let aliases = cache::Aliases::Later(Box::new(move || {
+        let order = prior.aliases.recv().ok().flatten()?;
+        let stored = order.into_iter().filter_map(|(m, a)| {
+            let e = entry_of
+                .get(m as usize)
+                .copied()
+                .filter(|&e| e != u32::MAX)?;
+            Some((e, a))
+        });
+        Some(stored.collect())
+    }));
+    let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _, _)| e).collect();
     let dirs: Vec<cache::DirRecord<'_>> = dirs.into_iter().map(|(d, _)| d).collect();
     Some(fsio::prepare_atomic_with(
         dir,
         cache::CACHE_FILE,
         &fsio::temp_suffix(),
-        |w| cache::write_to(w, &entries, &dirs),
+        |w| cache::write_to(w, &entries, &dirs, aliases),
     ))
 }
 

@@ -32,6 +32,23 @@ pub struct Outputs<'a> {
     owned: std::sync::OnceLock<OwnedSymbols<'a>>,
     /// The `.modinfo` values five files list, gathered once (see [`Outputs::listed`]).
     listed: std::sync::OnceLock<Listed<'a>>,
+    /// Where the alias index's order is known already (see [`AliasHint`]).
+    alias_hint: Option<AliasHint>,
+    /// The order of the alias index made (see [`Outputs::alias_file_order`]).
+    alias_order: std::sync::OnceLock<Option<Vec<(u32, u32)>>>,
+}
+
+/// The order in which the alias index lists the aliases of some modules, known from an
+/// earlier run (the depmod cache's aliases section): the index is then made with those
+/// aliases inserted in that order and the others merged in, which the index writer finds
+/// sorted already. Only a shortcut: the writer checks the order, and sorts if it is not.
+#[derive(Debug, Clone, Default)]
+pub struct AliasHint {
+    /// (module, alias) pairs: the module's place in module order, the alias's place among
+    /// the module's `alias` values; in index order.
+    pub sorted: Vec<(u32, u32)>,
+    /// For each module (in module order): are all its aliases in `sorted`?
+    pub covered: Vec<bool>,
 }
 
 /// Module-owned symbols (name, owner index), in two orders.
@@ -66,7 +83,23 @@ impl<'a> Outputs<'a> {
             warn_dups,
             owned: std::sync::OnceLock::new(),
             listed: std::sync::OnceLock::new(),
+            alias_hint: None,
+            alias_order: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The aliases in the order the alias index made by [`Outputs::modules_alias_bin`]
+    /// lists them, as (module place, place of the alias among the module's `alias`
+    /// values) pairs, for the depmod cache to keep (see [`AliasHint`]); `None` before the
+    /// index is made, or when some alias was left out of it (it does not normalise).
+    pub fn alias_file_order(&self) -> Option<Vec<(u32, u32)>> {
+        self.alias_order.get().cloned().flatten()
+    }
+
+    /// Make the alias index in the order `hint` gives (see [`AliasHint`]).
+    pub fn with_alias_hint(mut self, hint: Option<AliasHint>) -> Outputs<'a> {
+        self.alias_hint = hint;
+        self
     }
 
     /// A builder that finds duplicate values only when they are reported (`-w`).
@@ -206,21 +239,145 @@ impl<'a> Outputs<'a> {
         let mut idx = self.index_builder();
         let (count, bytes) = self.alias_sizes();
         idx.reserve(count, bytes);
-        for &(i, a) in &self.listed().alias {
-            let modname = self.modname(i);
-            match idx.insert_with(|key| normalize_alias_into(a, key), modname, i) {
-                Ok(true) if self.warn_dups => {
-                    let key = normalize_alias(a).unwrap_or_default();
-                    sink.emit(
-                        Level::Warning,
-                        format!("duplicate module alias:\n{} {}", show(&key), show(modname)),
-                    );
+        let aliases = &self.listed().alias;
+        // (With -w the duplicates are reported in insertion order: module order.)
+        let hinted = match &self.alias_hint {
+            Some(hint) if !self.warn_dups => self.hinted_alias_order(hint, sink),
+            _ => None,
+        };
+        // The aliases inserted, in insertion order (as places in `aliases`).
+        let inserted = match hinted {
+            Some(order) => {
+                for &k in &order {
+                    let (i, a) = aliases[k as usize];
+                    // Every alias here normalises (see `hinted_alias_order`).
+                    let _ = idx.insert_with(|key| normalize_alias_into(a, key), self.modname(i), i);
                 }
-                Ok(_) => {}
-                Err(_) => sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a))),
+                order
+            }
+            None => {
+                let mut inserted = Vec::with_capacity(aliases.len());
+                for (k, &(i, a)) in aliases.iter().enumerate() {
+                    let modname = self.modname(i);
+                    match idx.insert_with(|key| normalize_alias_into(a, key), modname, i) {
+                        Ok(duplicate) => {
+                            inserted.push(k as u32);
+                            if duplicate && self.warn_dups {
+                                let key = normalize_alias(a).unwrap_or_default();
+                                sink.emit(
+                                    Level::Warning,
+                                    format!(
+                                        "duplicate module alias:\n{} {}",
+                                        show(&key),
+                                        show(modname)
+                                    ),
+                                );
+                            }
+                        }
+                        Err(_) => {
+                            sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a)))
+                        }
+                    }
+                }
+                inserted
+            }
+        };
+        let (file, order) = idx.write_with_order(self.layout)?;
+        let complete = inserted.len() == aliases.len();
+        let _ = self.alias_order.set(complete.then(|| {
+            let starts = self.alias_starts();
+            order
+                .iter()
+                .filter_map(|&r| inserted.get(r as usize))
+                .map(|&k| {
+                    let m = aliases[k as usize].0;
+                    (m, k - starts[m as usize])
+                })
+                .collect()
+        }));
+        Ok(file)
+    }
+
+    /// Where each module's aliases start in `listed().alias` (grouped by module, in
+    /// module order), and (last) their number.
+    fn alias_starts(&self) -> Vec<u32> {
+        let n = self.mods.len();
+        let mut starts = vec![0u32; n + 1];
+        for &(i, _) in &self.listed().alias {
+            starts[i as usize + 1] += 1;
+        }
+        for m in 0..n {
+            starts[m + 1] += starts[m];
+        }
+        starts
+    }
+
+    /// The aliases (as places in `listed().alias`) in the order `hint` gives, the aliases
+    /// of the modules it does not cover merged in by (key, module place); `None` when the
+    /// hint does not fit the modules (then the index is made in module order). Aliases
+    /// that do not normalise are reported here, in module order, and left out (as the
+    /// index leaves them out); the hint covers none.
+    pub(super) fn hinted_alias_order(
+        &self,
+        hint: &AliasHint,
+        sink: &mut dyn Sink,
+    ) -> Option<Vec<u32>> {
+        let aliases = &self.listed().alias;
+        let n = self.mods.len();
+        if hint.covered.len() != n || !hint.covered.contains(&true) {
+            return None;
+        }
+        let starts = self.alias_starts();
+        let mut seen = vec![false; aliases.len()];
+        let mut known = Vec::with_capacity(aliases.len());
+        for &(m, a) in &hint.sorted {
+            let m = m as usize;
+            if !hint.covered.get(m).copied().unwrap_or(false) {
+                return None;
+            }
+            let k = starts[m].checked_add(a).filter(|&k| k < starts[m + 1])?;
+            if std::mem::replace(&mut seen[k as usize], true) {
+                return None;
+            }
+            known.push(k);
+        }
+        let covered: u32 = (0..n)
+            .filter(|&m| hint.covered[m])
+            .map(|m| starts[m + 1] - starts[m])
+            .sum();
+        if known.len() != covered as usize {
+            return None;
+        }
+        let mut fresh: Vec<(Vec<u8>, u32, u32)> = Vec::new();
+        for m in (0..n).filter(|&m| !hint.covered[m]) {
+            for k in starts[m]..starts[m + 1] {
+                let a = aliases[k as usize].1;
+                match normalize_alias(a) {
+                    Ok(key) => fresh.push((key, m as u32, k)),
+                    Err(_) => {
+                        sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a)))
+                    }
+                }
             }
         }
-        idx.write(self.layout)
+        fresh.sort_unstable();
+        let mut order = Vec::with_capacity(known.len() + fresh.len());
+        let mut scratch = Vec::new();
+        let mut rest = known.as_slice();
+        for (key, m, k) in fresh {
+            let before = rest.partition_point(|&c| {
+                let (cm, ca) = aliases[c as usize];
+                scratch.clear();
+                // A covered alias always normalises; were it not to, it sorts first.
+                let _ = normalize_alias_into(ca, &mut scratch);
+                (scratch.as_slice(), cm) <= (key.as_slice(), m)
+            });
+            order.extend_from_slice(&rest[..before]);
+            order.push(k);
+            rest = &rest[before..];
+        }
+        order.extend_from_slice(rest);
+        Some(order)
     }
 
     fn keyed_lines(&self, header: &[u8], word: &[u8], values: &[(u32, &[u8])]) -> Vec<u8> {

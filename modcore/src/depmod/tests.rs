@@ -415,3 +415,143 @@ fn resolution_by_id_is_resolution_by_name() {
         assert_eq!(g.symbol_owner(b"nobody"), None);
     }
 }
+
+/// Modules with aliases that share keys and prefixes (and one that does not normalise).
+fn alias_modules(n: usize, seed: u64) -> Vec<ModuleData> {
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let aliases: Vec<String> = (0..next() % 6)
+                .map(|_| match next() % 4 {
+                    0 => format!("pci:v00008086d0000{:04X}sv*sd*bc*sc*i*", next() % 40),
+                    1 => format!("usb:v1D6Bp{:04X}d*", next() % 30),
+                    2 => format!("fs-{}", ["fat", "vfat", "msdos"][(next() % 3) as usize]),
+                    _ => format!("of:N*T*Cvendor,dev{}-x", i % 7),
+                })
+                .collect();
+            let info: Vec<(&str, &str)> = aliases.iter().map(|a| ("alias", a.as_str())).collect();
+            m(&[], &[], &info)
+        })
+        .collect()
+}
+
+#[test]
+fn alias_index_made_from_a_hint_is_the_index_made_without() {
+    for seed in 1..30u64 {
+        let mods = alias_modules(40, seed * 0x9e37_79b9);
+        let names: Vec<Vec<u8>> = (0..mods.len())
+            .map(|i| format!("m{i}").into_bytes())
+            .collect();
+        let outs: Vec<OutModule<'_>> = mods
+            .iter()
+            .zip(&names)
+            .map(|(d, n)| OutModule {
+                modname: n,
+                path: b"kernel/m.ko",
+                data: ModView::Data(d),
+            })
+            .collect();
+        let (g, _) = build(&mods, &NO_OPTIONS);
+        let topo = g.topo().expect("acyclic");
+        let plain = Outputs::new(&outs, &g, &topo, Layout::PostOrder, false);
+        let mut diags = Collect::default();
+        let want = plain.modules_alias_bin(&mut diags).expect("index");
+        let order = plain.alias_file_order().expect("every alias normalises");
+        // The modules of the hint: every third one is "fresh" (not covered).
+        let covered: Vec<bool> = (0..outs.len())
+            .map(|i| i % 3 != (seed % 3) as usize)
+            .collect();
+        let sorted: Vec<(u32, u32)> = order
+            .iter()
+            .copied()
+            .filter(|&(m, _)| covered[m as usize])
+            .collect();
+        let hint = AliasHint {
+            sorted: sorted.clone(),
+            covered: covered.clone(),
+        };
+        let hinted = Outputs::new(&outs, &g, &topo, Layout::PostOrder, false)
+            .with_alias_hint(Some(hint.clone()));
+        // The merged order is the file order: keys (then modules) never go down.
+        let merged = hinted
+            .hinted_alias_order(&hint, &mut Collect::default())
+            .expect("the hint fits");
+        assert_eq!(merged.len(), order.len(), "seed {seed}");
+        let keys: Vec<(Vec<u8>, u32)> = merged
+            .iter()
+            .map(|&k| {
+                let (i, a) = flat_aliases(&outs)[k as usize];
+                (crate::name::normalize_alias(a).expect("normalises"), i)
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "seed {seed}");
+        assert_eq!(
+            hinted.modules_alias_bin(&mut diags).expect("index"),
+            want,
+            "seed {seed}"
+        );
+        // The same pairs in the same order, but within a module's repeated alias (the
+        // same record twice, which order between them the file cannot show).
+        let same_record = |o: &[(u32, u32)]| -> Vec<(Vec<u8>, u32)> {
+            let flat = flat_aliases(&outs);
+            let at = |m: u32, a: u32| {
+                let k = flat.iter().position(|&(i, _)| i == m).expect("module") + a as usize;
+                crate::name::normalize_alias(flat[k].1).expect("normalises")
+            };
+            o.iter().map(|&(m, a)| (at(m, a), m)).collect()
+        };
+        let again = hinted.alias_file_order().expect("made");
+        assert_eq!(same_record(&again), same_record(&order), "seed {seed}");
+        let (mut x, mut y) = (again.clone(), order.clone());
+        x.sort_unstable();
+        y.sort_unstable();
+        assert_eq!(x, y, "seed {seed}");
+        // A hint that does not fit is not used; one in the wrong order still gives the
+        // same file (the index writer sorts).
+        let mut shuffled = sorted.clone();
+        shuffled.reverse();
+        for (bad, used) in [
+            (sorted[1..].to_vec(), false),
+            ([sorted.clone(), vec![sorted[0]]].concat(), false),
+            // One alias twice and another not at all.
+            ([&sorted[..sorted.len() - 1], &sorted[..1]].concat(), false),
+            (shuffled, true),
+        ] {
+            let hint = AliasHint {
+                sorted: bad,
+                covered: covered.clone(),
+            };
+            let o = Outputs::new(&outs, &g, &topo, Layout::PostOrder, false)
+                .with_alias_hint(Some(hint.clone()));
+            assert_eq!(
+                o.hinted_alias_order(&hint, &mut Collect::default())
+                    .is_some(),
+                used
+            );
+            assert_eq!(
+                o.modules_alias_bin(&mut diags).expect("index"),
+                want,
+                "seed {seed}"
+            );
+        }
+    }
+}
+
+/// Every module's aliases, (module, alias), in module order.
+fn flat_aliases<'a>(outs: &[OutModule<'a>]) -> Vec<(u32, &'a [u8])> {
+    outs.iter()
+        .enumerate()
+        .flat_map(|(i, o)| {
+            o.data
+                .modinfo()
+                .filter(|(k, _)| *k == b"alias")
+                .map(move |(_, v)| (i as u32, v))
+        })
+        .collect()
+}

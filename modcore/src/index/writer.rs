@@ -266,13 +266,18 @@ impl IndexBuilder {
                 a.cmp(b)
             }
         };
-        let ties = |x: &Tagged, y: &Tagged| {
+        let key_then_priority = |x: &Tagged, y: &Tagged| {
             let (ra, rb) = (&self.records[x.id as usize], &self.records[y.id as usize]);
-            rest_cmp(self.key_of(ra), self.key_of(rb))
-                .then(ra.priority.cmp(&rb.priority))
-                .then(y.id.cmp(&x.id))
+            x.tag.cmp(&y.tag).then_with(|| {
+                rest_cmp(self.key_of(ra), self.key_of(rb)).then(ra.priority.cmp(&rb.priority))
+            })
         };
-        tagged.sort_unstable_by(|x, y| x.tag.cmp(&y.tag).then_with(|| ties(x, y)));
+        // Records inserted in file order already (a caller that knows the order, see
+        // `depmod::output`) need no sort: one pass checks, and turns each run of equal
+        // key and priority round (newest first).
+        if !in_file_order(&mut tagged, key_then_priority) {
+            tagged.sort_unstable_by(|x, y| key_then_priority(x, y).then(y.id.cmp(&x.id)));
+        }
         // The distinct keys, copied one after the other in key order (the trie walk
         // reads them range by range; in insertion order they would be scattered over
         // the arena), with the common prefix of each key and the one before it.
@@ -358,6 +363,12 @@ impl IndexBuilder {
             nodes,
             children,
         }
+    }
+
+    /// The records' insertion numbers (0 for the first inserted) in the order the file
+    /// lists them: by key, then priority, the newest first among equal priorities.
+    pub fn file_order(&self) -> Vec<u32> {
+        self.keyed().order
     }
 
     /// Every key with its values (priority, bytes) in key order. Meant for tests and tools;
@@ -532,8 +543,25 @@ impl IndexBuilder {
 
 impl IndexBuilder {
     /// [`write`](Self::write) for [`Layout::PostOrder`] (see [`write_post_order`]).
+    /// [`write`](Self::write), and [`file_order`](Self::file_order) with it (worked out
+    /// once for both).
+    pub fn write_with_order(&self, layout: Layout) -> Result<(Vec<u8>, Vec<u32>), WriteError> {
+        refusal(&self.bad, self.oversized)?;
+        match layout {
+            Layout::PostOrder => {
+                let k = self.keyed();
+                let file = self.write_keyed(&k)?;
+                Ok((file, k.order))
+            }
+            Layout::PreOrder => Ok((self.write_laid_out(layout)?, self.file_order())),
+        }
+    }
+
     fn write_post_order(&self) -> Result<Vec<u8>, WriteError> {
-        let k = self.keyed();
+        self.write_keyed(&self.keyed())
+    }
+
+    fn write_keyed(&self, k: &Keyed) -> Result<Vec<u8>, WriteError> {
         let hint = self.bytes.len() + 9 * self.records.len();
         write_post_order(&k.set, hint, |i, out| {
             let (lo, hi) = k.keys[i as usize];
@@ -866,6 +894,36 @@ struct Tagged {
     id: u32,
 }
 
+/// Are `tagged` (in insertion order) in file order by `key_then_priority`, but for runs of
+/// records equal by it (which file order wants newest first)? If so, those runs are turned
+/// round, leaving `tagged` in file order.
+fn in_file_order(
+    tagged: &mut [Tagged],
+    key_then_priority: impl Fn(&Tagged, &Tagged) -> std::cmp::Ordering,
+) -> bool {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..tagged.len() {
+        match key_then_priority(&tagged[i - 1], &tagged[i]) {
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Less => {
+                if i - start > 1 {
+                    runs.push(start..i);
+                }
+                start = i;
+            }
+        }
+    }
+    if tagged.len() - start > 1 {
+        runs.push(start..tagged.len());
+    }
+    for r in runs {
+        tagged[r].reverse();
+    }
+    true
+}
+
 /// How many leading key bytes a sort tag holds.
 const TAG_LEN: usize = 24;
 
@@ -1102,6 +1160,77 @@ mod tests {
             let one_pass = b.write_post_order().unwrap();
             let laid_out = b.write_laid_out(Layout::PostOrder).unwrap();
             assert_eq!(one_pass, laid_out, "round {round}");
+        }
+    }
+
+    /// Records inserted in file order already (each run of equal key and priority
+    /// oldest first, as file order wants it newest first) take the no-sort path and give
+    /// the same file as the same records inserted in any other order.
+    #[test]
+    fn records_inserted_in_file_order_need_no_sort() {
+        let mut next = xorshift(0x6a09_e667_f3bc_c908);
+        for round in 0..40 {
+            let mut records: Vec<(Vec<u8>, [u8; 2], u32)> = Vec::new();
+            for _ in 0..(200 + next() % 800) {
+                let stem: &[u8] = if next() & 1 == 0 {
+                    b"pci:v00008086d00001234sv*sd*"
+                } else {
+                    b""
+                };
+                let mut key = stem[..(next() as usize % (stem.len() + 1))].to_vec();
+                key.extend((0..next() % 4).map(|_| b"ab*"[(next() % 3) as usize]));
+                // Few priorities and values: many runs of equal key and priority whose
+                // values differ.
+                records.push((key, [b'm', b'0' + (next() % 4) as u8], (next() % 3) as u32));
+            }
+            let mut shuffled = IndexBuilder::unchecked();
+            for (k, v, p) in &records {
+                shuffled.insert(k, v, *p);
+            }
+            let order = shuffled.file_order();
+            // The file order, each run of equal key and priority turned round.
+            let same = |a: u32, b: u32| {
+                let (x, y) = (&records[a as usize], &records[b as usize]);
+                x.0 == y.0 && x.2 == y.2
+            };
+            let mut again: Vec<u32> = Vec::new();
+            for run in order.chunk_by(|&a, &b| same(a, b)) {
+                again.extend(run.iter().rev());
+            }
+            let mut sorted = IndexBuilder::unchecked();
+            for &r in &again {
+                let (k, v, p) = &records[r as usize];
+                sorted.insert(k, v, *p);
+            }
+            let mut tagged: Vec<Tagged> = sorted
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Tagged {
+                    tag: tag(sorted.key_of(r)),
+                    id: i as u32,
+                })
+                .collect();
+            let by = |x: &Tagged, y: &Tagged| {
+                let (a, b) = (
+                    &sorted.records[x.id as usize],
+                    &sorted.records[y.id as usize],
+                );
+                sorted
+                    .key_of(a)
+                    .cmp(sorted.key_of(b))
+                    .then(a.priority.cmp(&b.priority))
+            };
+            assert!(
+                in_file_order(&mut tagged, by),
+                "round {round}: no sort needed"
+            );
+            assert_eq!(
+                sorted.write(Layout::PostOrder).unwrap(),
+                shuffled.write(Layout::PostOrder).unwrap(),
+                "round {round}"
+            );
+            assert_eq!(sorted.entries(), shuffled.entries(), "round {round}");
         }
     }
 
