@@ -140,6 +140,29 @@ pub fn prepare_atomic_with(
     suffix: &str,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<Prepared, WriteError> {
+    prepare(dir, name, suffix, true, fill)
+}
+
+/// [`prepare_atomic_with`] without the fsync, for a file its readers check (the depmod
+/// cache, checksummed and rebuilt when it does not check out): still replaced whole by
+/// the rename, so a running reader never sees it half written, but after a crash it may
+/// be left incomplete, which its readers then see.
+pub fn prepare_checked_with(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Prepared, WriteError> {
+    prepare(dir, name, suffix, false, fill)
+}
+
+fn prepare(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    sync: bool,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Prepared, WriteError> {
     let final_path = dir.join(name);
     let tmp_path = dir.join(format!("{name}{suffix}"));
     let f = OpenOptions::new()
@@ -154,7 +177,7 @@ pub fn prepare_atomic_with(
     let mut w = io::BufWriter::with_capacity(256 << 10, f);
     let res = fill(&mut w)
         .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
-        .and_then(|f| f.sync_all());
+        .and_then(|f| if sync { f.sync_all() } else { Ok(()) });
     if let Err(source) = res {
         let _ = fs::remove_file(&tmp_path);
         return Err(WriteError::Write {

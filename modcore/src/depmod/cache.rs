@@ -26,7 +26,9 @@
 //! for a link), so a module changed in place or a link pointing elsewhere is seen.
 //!
 //! The file is `modules.depmod.cache` in the output directory, replaced atomically
-//! (`fsio::write_atomic`). It is ignored, and rebuilt by the next writing run, when it is
+//! (written under a temporary name and renamed, `fsio::prepare_checked_with`; not
+//! fsynced, unlike the indexes: a cache left incomplete by a crash fails its checksum).
+//! It is ignored, and rebuilt by the next writing run, when it is
 //! missing, unreadable, truncated, corrupt (checksum), or written by another format or
 //! crate version.
 //!

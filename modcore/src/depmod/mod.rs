@@ -1028,7 +1028,8 @@ fn prepare_cache(
     }));
     let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _, _)| e).collect();
     let dirs: Vec<cache::DirRecord<'_>> = dirs.into_iter().map(|(d, _)| d).collect();
-    Some(fsio::prepare_atomic_with(
+    // Not synced: a cache left incomplete by a crash fails its checksum and is rebuilt.
+    Some(fsio::prepare_checked_with(
         dir,
         cache::CACHE_FILE,
         &fsio::temp_suffix(),
