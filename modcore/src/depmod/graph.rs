@@ -140,6 +140,28 @@ enum NeedName<'a> {
     Fresh(&'a [u8]),
 }
 
+/// The graph of each module's direct dependencies, from the modules' resolved needs
+/// (in module order), their events added to `events` in that order.
+fn edges(
+    resolved: Vec<(Vec<u32>, Vec<Event>)>,
+    events: &mut Vec<Event>,
+) -> (DiGraph<(), ()>, Vec<Vec<u32>>) {
+    let n = resolved.len();
+    let mut graph = DiGraph::with_capacity(n, n * 2);
+    for _ in 0..n {
+        graph.add_node(());
+    }
+    let mut deps: Vec<Vec<u32>> = Vec::with_capacity(n);
+    for (i, (d, ev)) in resolved.into_iter().enumerate() {
+        for &owner in &d {
+            graph.add_edge(NodeIndex::new(i), NodeIndex::new(owner as usize), ());
+        }
+        deps.push(d);
+        events.extend(ev);
+    }
+    (graph, deps)
+}
+
 fn strip_prefix(name: &[u8], prefix: Option<u8>) -> &[u8] {
     match (prefix, name.first()) {
         (Some(p), Some(&c)) if c == p => &name[1..],
@@ -250,18 +272,7 @@ impl<'a> DepGraph<'a> {
                 (deps, events)
             })
             .collect();
-        let mut graph = DiGraph::with_capacity(mods.len(), mods.len() * 2);
-        for _ in mods {
-            graph.add_node(());
-        }
-        let mut deps: Vec<Vec<u32>> = Vec::with_capacity(mods.len());
-        for (i, (d, ev)) in resolved.into_iter().enumerate() {
-            for &owner in &d {
-                graph.add_edge(NodeIndex::new(i), NodeIndex::new(owner as usize), ());
-            }
-            deps.push(d);
-            events.extend(ev);
-        }
+        let (graph, deps) = edges(resolved, events);
         DepGraph {
             graph,
             deps,
@@ -407,18 +418,7 @@ impl<'a> DepGraph<'a> {
                 (deps, events)
             })
             .collect();
-        let mut graph = DiGraph::with_capacity(mods.len(), mods.len() * 2);
-        for _ in mods {
-            graph.add_node(());
-        }
-        let mut deps: Vec<Vec<u32>> = Vec::with_capacity(mods.len());
-        for (i, (d, ev)) in resolved.into_iter().enumerate() {
-            for &o in &d {
-                graph.add_edge(NodeIndex::new(i), NodeIndex::new(o as usize), ());
-            }
-            deps.push(d);
-            events.extend(ev);
-        }
+        let (graph, deps) = edges(resolved, events);
         // The exported names in name order: the table's ids are, the new names are sorted
         // and merged in.
         let in_table = (0..base)
