@@ -247,40 +247,8 @@ impl<'a> Outputs<'a> {
         };
         // The aliases inserted, in insertion order (as places in `aliases`).
         let inserted = match hinted {
-            Some(order) => {
-                for &k in &order {
-                    let (i, a) = aliases[k as usize];
-                    // Every alias here normalises (see `hinted_alias_order`).
-                    let _ = idx.insert_with(|key| normalize_alias_into(a, key), self.modname(i), i);
-                }
-                order
-            }
-            None => {
-                let mut inserted = Vec::with_capacity(aliases.len());
-                for (k, &(i, a)) in aliases.iter().enumerate() {
-                    let modname = self.modname(i);
-                    match idx.insert_with(|key| normalize_alias_into(a, key), modname, i) {
-                        Ok(duplicate) => {
-                            inserted.push(k as u32);
-                            if duplicate && self.warn_dups {
-                                let key = normalize_alias(a).unwrap_or_default();
-                                sink.emit(
-                                    Level::Warning,
-                                    format!(
-                                        "duplicate module alias:\n{} {}",
-                                        show(&key),
-                                        show(modname)
-                                    ),
-                                );
-                            }
-                        }
-                        Err(_) => {
-                            sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a)))
-                        }
-                    }
-                }
-                inserted
-            }
+            Some(order) => self.insert_aliases(&mut idx, order, sink),
+            None => self.insert_aliases(&mut idx, 0..aliases.len() as u32, sink),
         };
         let (file, order) = idx.write_with_order(self.layout)?;
         let complete = inserted.len() == aliases.len();
@@ -296,6 +264,35 @@ impl<'a> Outputs<'a> {
                 .collect()
         }));
         Ok(file)
+    }
+
+    /// Insert the aliases at places `order` of `listed().alias` into `idx`, reporting
+    /// those that do not normalise (left out) and, with -w, repeated ones; the places of
+    /// those inserted, in insertion order.
+    fn insert_aliases(
+        &self,
+        idx: &mut IndexBuilder,
+        order: impl IntoIterator<Item = u32>,
+        sink: &mut dyn Sink,
+    ) -> Vec<u32> {
+        let aliases = &self.listed().alias;
+        let mut inserted = Vec::with_capacity(aliases.len());
+        for k in order {
+            let (i, a) = aliases[k as usize];
+            let modname = self.modname(i);
+            match idx.insert_with(|key| normalize_alias_into(a, key), modname, i) {
+                Ok(duplicate) => {
+                    inserted.push(k);
+                    if duplicate && self.warn_dups {
+                        let key = normalize_alias(a).unwrap_or_default();
+                        let line = format!("{} {}", show(&key), show(modname));
+                        sink.emit(Level::Warning, format!("duplicate module alias:\n{line}"));
+                    }
+                }
+                Err(_) => sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a))),
+            }
+        }
+        inserted
     }
 
     /// Where each module's aliases start in `listed().alias` (grouped by module, in
