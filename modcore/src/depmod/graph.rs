@@ -8,11 +8,39 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// Sort `keys` (by index) into kmod's hash-iteration order over `buckets` buckets.
+/// Sort `keys` (by index) into kmod's hash-iteration order over `buckets` buckets: by
+/// bucket, then by key, equal keys in index order. For the real (small, power-of-two)
+/// tables the keys are distributed by bucket first, so only the few keys of one bucket
+/// are ever compared.
 pub fn hash_order(keys: &[&[u8]], buckets: u32) -> Vec<usize> {
-    let mut idx: Vec<(&[u8], usize)> = keys.iter().copied().zip(0..).collect();
-    crate::hash::sort_hash_order(&mut idx, buckets, |(k, _)| k);
-    idx.into_iter().map(|(_, i)| i).collect()
+    if !buckets.is_power_of_two() || buckets > 1 << 16 {
+        let mut idx: Vec<(&[u8], usize)> = keys.iter().copied().zip(0..).collect();
+        crate::hash::sort_hash_order(&mut idx, buckets, |(k, _)| k);
+        return idx.into_iter().map(|(_, i)| i).collect();
+    }
+    let tags: Vec<u32> = keys
+        .iter()
+        .map(|k| crate::hash::bucket_of(k, buckets))
+        .collect();
+    // starts[b]: where bucket b's keys begin in the result.
+    let mut starts = vec![0usize; buckets as usize + 1];
+    for &b in &tags {
+        starts[b as usize + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut order = vec![0usize; keys.len()];
+    let mut next = starts.clone();
+    for (i, &b) in tags.iter().enumerate() {
+        order[next[b as usize]] = i;
+        next[b as usize] += 1;
+    }
+    for w in starts.windows(2) {
+        // Stable: equal keys stay in index order.
+        order[w[0]..w[1]].sort_by(|&a, &b| keys[a].cmp(keys[b]));
+    }
+    order
 }
 
 /// Outcome of reading modules.order (spec §5.2).

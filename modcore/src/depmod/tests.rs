@@ -555,3 +555,19 @@ fn flat_aliases<'a>(outs: &[OutModule<'a>]) -> Vec<(u32, &'a [u8])> {
         })
         .collect()
 }
+
+#[test]
+fn hash_order_distributes_like_the_sort() {
+    // Many keys per bucket (a small table), repeated keys, and a table size the fast way
+    // does not take.
+    let keys: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| format!("mod_{}", (i * 7919) % 1700).into_bytes())
+        .collect();
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for buckets in [4, 512, 2048, 1000] {
+        let mut want: Vec<(&[u8], usize)> = keys.iter().copied().zip(0..).collect();
+        crate::hash::sort_hash_order(&mut want, buckets, |(k, _)| k);
+        let want: Vec<usize> = want.into_iter().map(|(_, i)| i).collect();
+        assert_eq!(hash_order(&keys, buckets), want, "{buckets} buckets");
+    }
+}
