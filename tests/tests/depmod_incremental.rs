@@ -416,6 +416,45 @@ fn damaged_or_foreign_caches_are_ignored() {
     fs::remove_dir(t.cache_path()).expect("rmdir");
 }
 
+/// The walk starts with the cache's directory listings before the file is checked (see
+/// `Cache::load_listings_first`); when the file then fails its checksum, what that walk
+/// found and reported is dropped and the tree walked again.
+#[test]
+fn listings_of_a_cache_that_does_not_check_out_are_not_kept() {
+    let mut rng = Rng(11);
+    let t = Tree::new(12, &mut rng);
+    settle();
+    t.check("populate");
+    assert!(t.check("listings reused").dirs_from_cache > 0);
+    let good = fs::read(t.cache_path()).expect("cache written");
+    // In a listing, a module's entry is its kind (0), its name's length and its name:
+    // change the name's last byte, so that a walk trusting the listing looks for a file
+    // that is not there and misses the module.
+    let path = t.path(3);
+    let name = path.file_name().expect("file name").as_bytes();
+    let mut entry = vec![0u8];
+    entry.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    entry.extend_from_slice(name);
+    let at = good
+        .windows(entry.len())
+        .position(|w| w == entry.as_slice())
+        .expect("the module is in a listing");
+    let mut bad = good.clone();
+    bad[at + entry.len() - 1] ^= 0x01;
+    fs::write(t.cache_path(), &bad).expect("damage a listing");
+    let s = t.check("a listing damaged");
+    assert_eq!(
+        (s.from_cache, s.dirs_from_cache),
+        (0, 0),
+        "nothing of it kept"
+    );
+    assert_eq!(
+        fs::read(t.cache_path()).expect("cache"),
+        good,
+        "the next run rewrites a valid cache"
+    );
+}
+
 #[test]
 fn cache_is_replaced_atomically_and_only_by_writing_runs() {
     let mut rng = Rng(7);

@@ -42,14 +42,14 @@
 //! ```text
 //! header   magic "KMODRS-DEPMOD-CACHE\n" (20 bytes), format u32, version length u32,
 //!          crate version bytes, entry count u32, directory count u32, payload length u64
-//! payload  names:   name count u32, (name length u32, name)*   strictly ascending bytes
+//! payload  directory*: path length u32, path bytes, key (7 x u64), listing length u32,
+//!                   listing: (kind u8, name length u32, name)*
+//!                   kind: 0 module file, 1 directory, 2 anything else (a link, ...)
+//!          names:   name count u32, (name length u32, name)*   strictly ascending bytes
 //!          entry*:  path length u32, path bytes, key (7 x u64), body length u32, body
 //!          body:    modinfo count u32, (key length u32, key, value length u32, value)*
 //!                   export count u32, (name id u32, crc u64)*
 //!                   need count u32, (name id u32, crc u64, weak u8)*
-//!          directory*: path length u32, path bytes, key (7 x u64), listing length u32,
-//!                   listing: (kind u8, name length u32, name)*
-//!                   kind: 0 module file, 1 directory, 2 anything else (a link, ...)
 //!          aliases: complete u8, count u32, (entry u32, alias u32)*   (zeros unless complete)
 //! trailer  checksum u64 over header and payload
 //! ```
@@ -567,6 +567,38 @@ impl Cache {
     /// Load `dir/modules.depmod.cache`; `Err` says why it is not usable. The file is
     /// mapped, not copied: entries are read in place.
     pub fn load(dir: &Path) -> Result<Cache, Rejected> {
+        Cache::parse_shared(Arc::new(Cache::map(dir, true)?))
+    }
+
+    /// [`Cache::load`] in two steps: the directory listings at once, not checked yet
+    /// (for the tree walk to start with), and the whole file, checked, from
+    /// [`Loading::finish`] (worked out on a thread of its own meanwhile). A caller that
+    /// used the early listings and then finds the file rejected must do without them
+    /// (walk again).
+    pub fn load_listings_first(dir: &Path) -> Result<Loading, Rejected> {
+        // Not populated: the listings are a small part of the file, and the thread that
+        // reads the rest faults its pages in off the caller's path.
+        let data = Arc::new(Cache::map(dir, false)?);
+        let head = Header::parse(&data)?;
+        let mut r = Reader {
+            data: &data[..head.payload_end],
+            pos: head.payload_start,
+        };
+        let dirs = index_records(&mut r, head.dir_count, &listing_ok)?;
+        let early = Cache {
+            data: Arc::clone(&data),
+            dirs,
+            ..Cache::default()
+        };
+        let rest = std::thread::Builder::new()
+            .name("depmod-cache".into())
+            .spawn(move || Cache::parse_shared(data))
+            .map_err(|e| Rejected::Unreadable(crate::errno_text(&e)))?;
+        Ok(Loading { early, rest })
+    }
+
+    /// The cache file of `dir`, mapped (`populate`: every page set up at once).
+    fn map(dir: &Path, populate: bool) -> Result<Bytes, Rejected> {
         let path = dir.join(CACHE_FILE);
         let unreadable = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -586,85 +618,31 @@ impl Cache {
         if meta.len() < HEADER_MIN as u64 {
             return Err(Rejected::TooShort);
         }
-        let map = crate::fsio::map_readonly(&file, true).map_err(unreadable)?;
-        Cache::parse_bytes(Bytes::Mapped(map))
+        let map = crate::fsio::map_readonly(&file, populate).map_err(unreadable)?;
+        Ok(Bytes::Mapped(map))
     }
 
     /// Validate and index a cache file's bytes.
     pub fn parse(data: Vec<u8>) -> Result<Cache, Rejected> {
-        Cache::parse_bytes(Bytes::Owned(data))
+        Cache::parse_shared(Arc::new(Bytes::Owned(data)))
     }
 
-    fn parse_bytes(data: Bytes) -> Result<Cache, Rejected> {
-        let mut r = Reader::new(&data);
-        let magic = r.bytes(MAGIC.len()).ok_or(Rejected::TooShort)?;
-        if magic != MAGIC {
-            return Err(Rejected::BadMagic);
-        }
-        let format = r.u32().ok_or(Rejected::TooShort)?;
-        if format != FORMAT_VERSION {
-            return Err(Rejected::OtherFormat(format));
-        }
-        let vlen = r.u32().ok_or(Rejected::TooShort)? as usize;
-        let version = r.bytes(vlen).ok_or(Rejected::TooShort)?;
-        if version != CRATE_VERSION.as_bytes() {
-            return Err(Rejected::OtherVersion(
-                String::from_utf8_lossy(version).into_owned(),
-            ));
-        }
-        let count = r.u32().ok_or(Rejected::TooShort)? as usize;
-        let dir_count = r.u32().ok_or(Rejected::TooShort)? as usize;
-        let payload_len = r.u64().ok_or(Rejected::TooShort)?;
-        let payload_start = r.pos;
-        let payload_end = usize::try_from(payload_len)
-            .ok()
-            .and_then(|l| payload_start.checked_add(l))
-            .ok_or(Rejected::BadLength)?;
-        if payload_end.checked_add(8) != Some(data.len()) {
-            return Err(Rejected::BadLength);
-        }
+    fn parse_shared(data: Arc<Bytes>) -> Result<Cache, Rejected> {
+        let head = Header::parse(&data)?;
+        let (payload_start, payload_end) = (head.payload_start, head.payload_end);
         let mut trailer = [0u8; 8];
         trailer.copy_from_slice(&data[payload_end..]);
         // The records are indexed while the checksum is computed (on another thread);
         // nothing of them is used unless the checksum matches.
-        let records = |r: &mut Reader<'_>, n: usize, check: &dyn Fn(&[u8]) -> bool| {
-            let mut index = PathIndex::default();
-            index.slots.reserve(n.min(payload_end / 64));
-            for ordinal in 0..n as u32 {
-                let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
-                let pstart = r.pos;
-                let path = r.bytes(plen).ok_or(Rejected::Malformed)?;
-                let hash = index.hash(path);
-                let mut w = [0u64; 7];
-                for x in &mut w {
-                    *x = r.u64().ok_or(Rejected::Malformed)?;
-                }
-                let blen = r.u32().ok_or(Rejected::Malformed)? as usize;
-                let start = r.pos;
-                let blob = r.bytes(blen).ok_or(Rejected::Malformed)?;
-                if !check(blob) {
-                    return Err(Rejected::Malformed);
-                }
-                index.slots.push(Slot {
-                    hash,
-                    ordinal,
-                    path: (pstart, plen),
-                    key: FileKey::from_words(w),
-                    body: (start, blen),
-                });
-            }
-            index.finish(r.data);
-            Ok(index)
-        };
         let index_all = || {
             let mut r = Reader {
                 data: &data[..payload_end],
                 pos: payload_start,
             };
+            let dirs = index_records(&mut r, head.dir_count, &listing_ok)?;
             let names = name_spans(&mut r).ok_or(Rejected::Malformed)?;
-            let index = records(&mut r, count, &|_| true)?;
-            let dirs = records(&mut r, dir_count, &listing_ok)?;
-            let alias_order = alias_order(&mut r, count).ok_or(Rejected::Malformed)?;
+            let index = index_records(&mut r, head.count, &|_| true)?;
+            let alias_order = alias_order(&mut r, head.count).ok_or(Rejected::Malformed)?;
             if r.pos != payload_end {
                 return Err(Rejected::Malformed);
             }
@@ -688,7 +666,7 @@ impl Cache {
         }
         let (names, index, dirs, alias_order) = indexed?;
         Ok(Cache {
-            data: Arc::new(data),
+            data,
             names: names.into(),
             index,
             dirs,
@@ -922,8 +900,8 @@ pub fn write_to(
     dirs: &[DirRecord<'_>],
     aliases: Aliases<'_>,
 ) -> std::io::Result<()> {
-    // The name table, then every record: its path, its key (7 x u64) and a sized body or
-    // listing.
+    // The directories, the name table, the modules and the aliases; every record its
+    // path, its key (7 x u64) and a sized listing or body.
     let plan = NamePlan::new(entries);
     // The section has a pair for every alias of the entries, complete or not.
     let alias_count: usize = entries
@@ -957,8 +935,16 @@ pub fn write_to(
     out.u32(entries.len() as u32)?;
     out.u32(dirs.len() as u32)?;
     out.put(&(payload as u64).to_le_bytes())?;
-    // Each entry is encoded into one buffer and written (and summed) in one piece.
+    // Each record is encoded into one buffer and written (and summed) in one piece: the
+    // directories first (a walk can start with them, see `Cache::load_listings_first`).
     let mut buf = Vec::new();
+    for d in dirs {
+        buf.clear();
+        put_head(&mut buf, d.path, &d.key);
+        put_bytes(&mut buf, d.listing);
+        out.put(&buf)?;
+    }
+    buf.clear();
     put_u32(&mut buf, plan.names.len() as u32);
     for n in &plan.names {
         put_bytes(&mut buf, n);
@@ -993,12 +979,6 @@ pub fn write_to(
                 }
             }
         }
-        out.put(&buf)?;
-    }
-    for d in dirs {
-        buf.clear();
-        put_head(&mut buf, d.path, &d.key);
-        put_bytes(&mut buf, d.listing);
         out.put(&buf)?;
     }
     let order = match aliases {
@@ -1144,6 +1124,110 @@ fn alias_section(entries: &[Entry<'_>]) -> Option<Vec<(u32, u32)>> {
             .filter_map(|id| refs.get(id as usize).copied())
             .collect(),
     )
+}
+
+/// What a cache file's header says (checked against the file's length).
+struct Header {
+    count: usize,
+    dir_count: usize,
+    payload_start: usize,
+    /// Where the payload ends and the checksum begins.
+    payload_end: usize,
+}
+
+impl Header {
+    fn parse(data: &[u8]) -> Result<Header, Rejected> {
+        let mut r = Reader::new(data);
+        let magic = r.bytes(MAGIC.len()).ok_or(Rejected::TooShort)?;
+        if magic != MAGIC {
+            return Err(Rejected::BadMagic);
+        }
+        let format = r.u32().ok_or(Rejected::TooShort)?;
+        if format != FORMAT_VERSION {
+            return Err(Rejected::OtherFormat(format));
+        }
+        let vlen = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let version = r.bytes(vlen).ok_or(Rejected::TooShort)?;
+        if version != CRATE_VERSION.as_bytes() {
+            return Err(Rejected::OtherVersion(
+                String::from_utf8_lossy(version).into_owned(),
+            ));
+        }
+        let count = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let dir_count = r.u32().ok_or(Rejected::TooShort)? as usize;
+        let payload_len = r.u64().ok_or(Rejected::TooShort)?;
+        let payload_start = r.pos;
+        let payload_end = usize::try_from(payload_len)
+            .ok()
+            .and_then(|l| payload_start.checked_add(l))
+            .ok_or(Rejected::BadLength)?;
+        if payload_end.checked_add(8) != Some(data.len()) {
+            return Err(Rejected::BadLength);
+        }
+        Ok(Header {
+            count,
+            dir_count,
+            payload_start,
+            payload_end,
+        })
+    }
+}
+
+/// A cache file being loaded (see [`Cache::load_listings_first`]).
+pub struct Loading {
+    early: Cache,
+    rest: std::thread::JoinHandle<Result<Cache, Rejected>>,
+}
+
+impl Loading {
+    /// The directory listings alone, not checked yet (no module entries).
+    pub fn listings(&self) -> &Cache {
+        &self.early
+    }
+
+    /// The whole file, checked (its listings included), or why it is not used.
+    pub fn finish(self) -> Result<Cache, Rejected> {
+        drop(self.early);
+        self.rest
+            .join()
+            .unwrap_or_else(|_| Err(Rejected::Unreadable("cache reader failed".into())))
+    }
+}
+
+/// Index `n` records (module entries or directories) from `r`: path, key, and a body or
+/// listing that `check` accepts.
+fn index_records(
+    r: &mut Reader<'_>,
+    n: usize,
+    check: &dyn Fn(&[u8]) -> bool,
+) -> Result<PathIndex, Rejected> {
+    let mut index = PathIndex::default();
+    index.slots.reserve(n.min(r.data.len() / 64));
+    for ordinal in 0..n as u32 {
+        let plen = r.u32().ok_or(Rejected::Malformed)? as usize;
+        let pstart = r.pos;
+        let path = r.bytes(plen).ok_or(Rejected::Malformed)?;
+        let hash = index.hash(path);
+        let mut w = [0u64; 7];
+        for x in &mut w {
+            *x = r.u64().ok_or(Rejected::Malformed)?;
+        }
+        let blen = r.u32().ok_or(Rejected::Malformed)? as usize;
+        let start = r.pos;
+        let blob = r.bytes(blen).ok_or(Rejected::Malformed)?;
+        if !check(blob) {
+            return Err(Rejected::Malformed);
+        }
+        index.slots.push(Slot {
+            hash,
+            ordinal,
+            path: (pstart, plen),
+            key: FileKey::from_words(w),
+            body: (start, blen),
+        });
+    }
+    index.finish(r.data);
+    Ok(index)
 }
 
 /// The aliases section at the end of the payload (its pairs, or none unless complete);

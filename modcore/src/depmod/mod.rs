@@ -255,22 +255,17 @@ pub fn run(
     };
 
     // The incremental cache (see `cache`): tree scans only; `-n` reads it but never
-    // writes it. It is loaded on another thread while the configuration is read; the
-    // walk takes the directory listings it holds.
+    // writes it. Its directory listings are taken at once, for the walk; the rest of the
+    // file is read and checked on another thread meanwhile, and waited for after the
+    // walk (which is done again without the listings if the file does not check out).
     let use_cache = opts.use_cache && !explicit;
-    let cache_load = use_cache.then(|| {
-        let dir = bytes_path(&opts.outputdir()).to_path_buf();
-        std::thread::spawn(move || Cache::load(&dir))
-    });
+    let loading = use_cache
+        .then(|| Cache::load_listings_first(bytes_path(&opts.outputdir())).ok())
+        .flatten();
 
     let mut cache: Option<Cache> = None;
     let mut listings: Vec<walk::DirListing> = Vec::new();
     let mut dirs_from_cache = 0;
-    let load_cache = |cache: &mut Option<Cache>| {
-        if let Some(h) = cache_load {
-            *cache = Some(h.join().ok().and_then(Result::ok).unwrap_or_default());
-        }
-    };
     // Find modules.
     let cands: Arc<Vec<Candidate>> = Arc::new(if explicit {
         let mut out: Vec<Candidate> = Vec::new();
@@ -302,18 +297,39 @@ pub fn run(
             None => config::DEFAULT_DIRS.iter().map(PathBuf::from).collect(),
         };
         let cfg = config::load(&paths, &opts.kver, sink);
-        load_cache(&mut cache);
         phases.mark("configuration and cache loaded");
-        let mut w = Walker::new(&moddir, &cfg);
-        w.stat_files(use_cache);
-        if let Some(c) = &cache {
-            w.reuse_listings(c);
+        let walk = |prior: Option<&Cache>, sink: &mut dyn Sink| {
+            let mut w = Walker::new(&moddir, &cfg);
+            w.stat_files(use_cache);
+            if let Some(c) = prior {
+                w.reuse_listings(c);
+            }
+            w.walk_all(sink)
+                .map_err(|e| DepmodError::Search(crate::errno_text(&e)))?;
+            let listings = w.take_listings();
+            Ok::<_, DepmodError>((w.into_modules(), listings))
+        };
+        // What the walk reports is kept until the listings it used are known to be good.
+        let mut said = Collect::default();
+        let mut walked = walk(loading.as_ref().map(|l| l.listings()), &mut said);
+        match loading.map(cache::Loading::finish) {
+            Some(Ok(c)) => cache = Some(c),
+            Some(Err(_)) => {
+                cache = Some(Cache::empty());
+                let used =
+                    |w: &(Vec<Candidate>, Vec<walk::DirListing>)| w.1.iter().any(|l| l.reused);
+                if walked.as_ref().is_ok_and(used) {
+                    said = Collect::default();
+                    walked = walk(None, &mut said);
+                }
+            }
+            None => {}
         }
-        w.walk_all(sink)
-            .map_err(|e| DepmodError::Search(crate::errno_text(&e)))?;
-        listings = w.take_listings();
+        said.replay(sink);
+        let (found, walked) = walked?;
+        listings = walked;
         dirs_from_cache = listings.iter().filter(|l| l.reused).count();
-        w.into_modules()
+        found
     });
 
     phases.mark("walk");
