@@ -54,18 +54,21 @@
 //! trailer  checksum u64 over header and payload
 //! ```
 //!
+//! The directory listings come first: a walk can start with them before the rest of
+//! the file is read and checked ([`Cache::load_listings_first`]).
+//!
 //! Symbol names are stored once, in the sorted name table, and referred to by their
 //! index there (a name id): a big tree's modules need some 200,000 symbols with only
-//! about 23,000 distinct names. A run whose modules all come from the cache resolves
-//! symbols by id (an array lookup, see `graph`) and lists the exported ones in name
-//! order without sorting them.
+//! about 23,000 distinct names. A run resolves the cached modules' symbols by id (an
+//! array lookup, see `graph`) and lists the exported ones in name order without sorting
+//! them.
 //!
 //! The last section lists the stored modules' aliases (entry: the module's place among
 //! the entries; alias: the place of the alias among the module's `alias` values) in the
 //! order modules.alias.bin lists them, their modules taken in entry order (`complete` is
-//! 0, and the pairs all zero, when some alias is malformed and left out of the index). A run
-//! inserts the aliases of the unchanged modules into the index in that order, those of
-//! the others merged in, and the index writer then finds them sorted already.
+//! 0, and the pairs all zero, when some alias is malformed and left out of the index).
+//! A run inserts the aliases of the unchanged modules into the index in that order,
+//! those of the others merged in, and the index writer then finds them sorted already.
 
 use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
