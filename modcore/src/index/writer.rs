@@ -542,7 +542,6 @@ impl IndexBuilder {
 }
 
 impl IndexBuilder {
-    /// [`write`](Self::write) for [`Layout::PostOrder`] (see [`write_post_order`]).
     /// [`write`](Self::write), and [`file_order`](Self::file_order) with it (worked out
     /// once for both).
     pub fn write_with_order(&self, layout: Layout) -> Result<(Vec<u8>, Vec<u32>), WriteError> {
@@ -557,6 +556,7 @@ impl IndexBuilder {
         }
     }
 
+    /// [`write`](Self::write) for [`Layout::PostOrder`] (see [`write_post_order`]).
     fn write_post_order(&self) -> Result<Vec<u8>, WriteError> {
         self.write_keyed(&self.keyed())
     }
