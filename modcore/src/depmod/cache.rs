@@ -567,13 +567,9 @@ impl Cache {
         Cache::default()
     }
 
-    /// Load `dir/modules.depmod.cache`; `Err` says why it is not usable. The file is
-    /// mapped, not copied: entries are read in place.
-    pub fn load(dir: &Path) -> Result<Cache, Rejected> {
-        Cache::parse_shared(Arc::new(Cache::map(dir, true)?))
-    }
-
-    /// [`Cache::load`] in two steps: the directory listings at once, not checked yet
+    /// Load `dir/modules.depmod.cache` in two steps (`Err` says why it is not usable;
+    /// the file is mapped, not copied: entries are read in place): the directory
+    /// listings at once, not checked yet
     /// (for the tree walk to start with), and the whole file, checked, from
     /// [`Loading::finish`] (worked out on a thread of its own meanwhile). A caller that
     /// used the early listings and then finds the file rejected must do without them
@@ -581,7 +577,7 @@ impl Cache {
     pub fn load_listings_first(dir: &Path) -> Result<Loading, Rejected> {
         // Not populated: the listings are a small part of the file, and the thread that
         // reads the rest faults its pages in off the caller's path.
-        let data = Arc::new(Cache::map(dir, false)?);
+        let data = Arc::new(Cache::map(dir)?);
         let head = Header::parse(&data)?;
         let mut r = Reader {
             data: &data[..head.payload_end],
@@ -600,8 +596,8 @@ impl Cache {
         Ok(Loading { early, rest })
     }
 
-    /// The cache file of `dir`, mapped (`populate`: every page set up at once).
-    fn map(dir: &Path, populate: bool) -> Result<Bytes, Rejected> {
+    /// The cache file of `dir`, mapped.
+    fn map(dir: &Path) -> Result<Bytes, Rejected> {
         let path = dir.join(CACHE_FILE);
         let unreadable = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -621,7 +617,7 @@ impl Cache {
         if meta.len() < HEADER_MIN as u64 {
             return Err(Rejected::TooShort);
         }
-        let map = crate::fsio::map_readonly(&file, populate).map_err(unreadable)?;
+        let map = crate::fsio::map_readonly(&file, false).map_err(unreadable)?;
         Ok(Bytes::Mapped(map))
     }
 
