@@ -236,21 +236,45 @@ impl<'a> Outputs<'a> {
     }
 
     pub fn modules_alias_bin(&self, sink: &mut dyn Sink) -> Result<Vec<u8>, WriteError> {
-        let mut idx = self.index_builder();
         let (count, bytes) = self.alias_sizes();
-        idx.reserve(count, bytes);
         let aliases = &self.listed().alias;
         // (With -w the duplicates are reported in insertion order: module order.)
         let hinted = match &self.alias_hint {
             Some(hint) if !self.warn_dups => self.hinted_alias_order(hint, sink),
             _ => None,
         };
-        // The aliases inserted, in insertion order (as places in `aliases`).
-        let inserted = match hinted {
-            Some(order) => self.insert_aliases(&mut idx, order, sink),
-            None => self.insert_aliases(&mut idx, 0..aliases.len() as u32, sink),
+        // The aliases inserted, in insertion order (as places in `aliases`), and the
+        // file with the places of those (in `inserted`) in the order it lists them.
+        let (inserted, (file, order)) = match hinted {
+            // In the order of an earlier run the keys arrive sorted (or nearly: the index
+            // then sorts them after all).
+            Some(order) => {
+                let mut idx = SortedIndex::with_capacity(count, bytes, bytes);
+                let mut key = Vec::new();
+                let mut inserted = Vec::with_capacity(order.len());
+                for k in order {
+                    let (i, a) = aliases[k as usize];
+                    key.clear();
+                    match normalize_alias_into(a, &mut key) {
+                        Ok(()) => {
+                            idx.push(&key, self.modname(i), i);
+                            inserted.push(k);
+                        }
+                        Err(_) => {
+                            sink.emit(Level::Warning, format!("Unmatched bracket in {}", show(a)))
+                        }
+                    }
+                }
+                (inserted, idx.write_with_order(self.layout)?)
+            }
+            None => {
+                let mut idx = self.index_builder();
+                idx.reserve(count, bytes);
+                let order = 0..aliases.len() as u32;
+                let inserted = self.insert_aliases(&mut idx, order, sink);
+                (inserted, idx.write_with_order(self.layout)?)
+            }
         };
-        let (file, order) = idx.write_with_order(self.layout)?;
         let complete = inserted.len() == aliases.len();
         let _ = self.alias_order.set(complete.then(|| {
             let starts = self.alias_starts();

@@ -577,23 +577,41 @@ impl IndexBuilder {
     }
 }
 
-/// An index whose keys arrive in ascending order, one value each (the symbol index,
-/// keyed by the sorted symbol names; the dependency index, by module name): written
-/// without [`IndexBuilder`]'s arena and sort. Its file is the one an [`IndexBuilder`]
-/// given the same triples in the same order writes, errors included.
+/// An index whose keys arrive in ascending order (the symbol index, keyed by the sorted
+/// symbol names; the dependency index, by module name; the alias index in the order an
+/// earlier run found): written without [`IndexBuilder`]'s arena and sort. A key may come
+/// again right after itself with a further value, of a priority no lower than the one
+/// before. Its file is the one an [`IndexBuilder`] given the same triples in the same
+/// order writes, errors included (triples out of order are handed to one).
 #[derive(Debug, Default)]
 pub struct SortedIndex {
     set: KeySet,
-    /// Each key's value: priority and where its bytes are in `values`.
-    vals: Vec<(u32, usize, usize)>,
+    /// The values in file order: by key, within a key by priority, the latest first
+    /// among equal priorities.
+    vals: Vec<SortedValue>,
+    /// Where each key's values start in `vals`.
+    firsts: Vec<u32>,
     values: Vec<u8>,
-    /// A key that was not above the one before it (the keys were not sorted after all,
-    /// or one came twice): the file is then made by an [`IndexBuilder`].
+    /// A key below the one before it, or a value of lower priority than the one before
+    /// it under the same key: the file is then made by an [`IndexBuilder`].
     unsorted: bool,
     /// The first key or value with a byte the format cannot hold.
     bad: Option<(u8, Vec<u8>)>,
     /// A key or value of 4 GiB or more was pushed.
     oversized: bool,
+}
+
+/// One value of a [`SortedIndex`].
+#[derive(Debug, Clone, Copy)]
+struct SortedValue {
+    priority: u32,
+    /// Its key (index into the key set).
+    key: u32,
+    /// Its place in push order.
+    pushed: u32,
+    len: u32,
+    /// Where its bytes start in `SortedIndex::values`.
+    at: usize,
 }
 
 impl SortedIndex {
@@ -602,52 +620,115 @@ impl SortedIndex {
         SortedIndex {
             set: KeySet::with_capacity(keys, key_bytes),
             vals: Vec::with_capacity(keys),
+            firsts: Vec::with_capacity(keys),
             values: Vec::with_capacity(value_bytes),
             ..SortedIndex::default()
         }
     }
 
-    /// Add `key`, which should sort after every key pushed before, with its `value`.
+    /// Add `key`, which should sort after every key pushed before (or be the last one
+    /// again), with its `value`.
     pub fn push(&mut self, key: &[u8], value: &[u8], priority: u32) {
         note_bad(&mut self.bad, key, value);
-        if u32::try_from(key.len().max(value.len())).is_err() {
+        let (Ok(len), Ok(_), Ok(pushed)) = (
+            u32::try_from(value.len()),
+            u32::try_from(key.len()),
+            u32::try_from(self.vals.len()),
+        ) else {
             self.oversized = true;
             return;
-        }
-        if let Some(last) = self.set.len().checked_sub(1) {
-            if key <= self.set.key(last as u32) {
-                self.unsorted = true;
+        };
+        let mut v = SortedValue {
+            priority,
+            key: 0,
+            pushed,
+            len,
+            at: self.values.len(),
+        };
+        let again = self
+            .set
+            .len()
+            .checked_sub(1)
+            .filter(|&last| key == self.set.key(last as u32));
+        if let Some(last) = again {
+            // Another value of the last key: after those of lower priority, before
+            // those of the same one (the latest first).
+            let first = self.firsts[last] as usize;
+            let mut at = self.vals.len();
+            while at > first && self.vals[at - 1].priority >= priority {
+                if self.vals[at - 1].priority > priority {
+                    self.unsorted = true;
+                }
+                at -= 1;
             }
+            v.key = last as u32;
+            self.vals.insert(at, v);
+        } else {
+            if let Some(last) = self.set.len().checked_sub(1) {
+                if key < self.set.key(last as u32) {
+                    self.unsorted = true;
+                }
+            }
+            v.key = self.set.len() as u32;
+            self.firsts.push(self.vals.len() as u32);
+            self.set.push(key);
+            self.vals.push(v);
         }
-        self.set.push(key);
-        self.vals.push((priority, self.values.len(), value.len()));
         self.values.extend_from_slice(value);
     }
 
-    fn value(&self, i: usize) -> (u32, &[u8]) {
-        let (p, at, len) = self.vals[i];
-        (p, &self.values[at..at + len])
+    fn value(&self, v: &SortedValue) -> &[u8] {
+        &self.values[v.at..v.at + v.len as usize]
     }
 
     /// The complete index file (see [`IndexBuilder::write`]).
     pub fn write(&self, layout: Layout) -> Result<Vec<u8>, WriteError> {
         refusal(&self.bad, self.oversized)?;
         if self.unsorted || layout != Layout::PostOrder {
-            let mut b = IndexBuilder::unchecked();
-            b.reserve(self.vals.len(), self.set.bytes.len() + self.values.len());
-            for i in 0..self.vals.len() {
-                let (p, v) = self.value(i);
-                b.insert(self.set.key(i as u32), v, p);
-            }
-            return b.write(layout);
+            return self.builder().write(layout);
         }
+        self.write_in_order()
+    }
+
+    /// [`write`](Self::write), and the values' places in push order, in the order the
+    /// file lists them (see [`IndexBuilder::write_with_order`]).
+    pub fn write_with_order(&self, layout: Layout) -> Result<(Vec<u8>, Vec<u32>), WriteError> {
+        refusal(&self.bad, self.oversized)?;
+        if self.unsorted || layout != Layout::PostOrder {
+            // Pushed in push order, the builder's records are numbered as pushed.
+            return self.builder().write_with_order(layout);
+        }
+        let order = self.vals.iter().map(|v| v.pushed).collect();
+        Ok((self.write_in_order()?, order))
+    }
+
+    /// The triples in push order, in a builder.
+    fn builder(&self) -> IndexBuilder {
+        let mut pushed = self.vals.clone();
+        pushed.sort_unstable_by_key(|v| v.pushed);
+        let mut b = IndexBuilder::unchecked();
+        b.reserve(pushed.len(), self.set.bytes.len() + self.values.len());
+        for v in &pushed {
+            b.insert(self.set.key(v.key), self.value(v), v.priority);
+        }
+        b
+    }
+
+    fn write_in_order(&self) -> Result<Vec<u8>, WriteError> {
         let hint = self.values.len() + 9 * self.vals.len();
         write_post_order(&self.set, hint, |i, out| {
-            let (p, v) = self.value(i as usize);
-            out.extend_from_slice(&1u32.to_be_bytes());
-            out.extend_from_slice(&p.to_be_bytes());
-            out.extend_from_slice(v);
-            out.push(0);
+            let i = i as usize;
+            let lo = self.firsts[i] as usize;
+            let hi = self
+                .firsts
+                .get(i + 1)
+                .map_or(self.vals.len(), |&e| e as usize);
+            out.extend_from_slice(&((hi - lo) as u32).to_be_bytes());
+            for v in &self.vals[lo..hi] {
+                out.extend_from_slice(&v.priority.to_be_bytes());
+                out.extend_from_slice(self.value(v));
+                out.push(0);
+            }
         })
     }
 }
@@ -1232,6 +1313,69 @@ mod tests {
             );
             assert_eq!(sorted.entries(), shuffled.entries(), "round {round}");
         }
+    }
+
+    /// A sorted index and a builder given the same triples in the same order write the
+    /// same file and list the values in the same order: keys in order, a key repeated
+    /// with values of rising or equal priority (the latest first among equals), and
+    /// triples out of order (a key below the last, a priority below the last).
+    #[test]
+    fn sorted_index_matches_the_builder() {
+        let mut next = xorshift(0x5eed_0f50_77ed);
+        for round in 0..400 {
+            let mut sorted = SortedIndex::default();
+            let mut builder = IndexBuilder::unchecked();
+            let mut keys: Vec<Vec<u8>> = (0..1 + next() % 40)
+                .map(|_| {
+                    let len = next() % 7;
+                    (0..len).map(|_| b"abc"[(next() % 3) as usize]).collect()
+                })
+                .collect();
+            keys.sort();
+            // Most rounds in order; some with a key or a priority out of place.
+            let disorder = round % 4 == 3;
+            let mut priority = 0u32;
+            for (n, key) in keys.iter().enumerate() {
+                let key: &[u8] = if disorder && n % 5 == 4 {
+                    &keys[0]
+                } else {
+                    key
+                };
+                for _ in 0..1 + next() % 3 {
+                    priority = match next() % 4 {
+                        0 => priority,
+                        1 if disorder => priority.saturating_sub(1),
+                        _ => priority + (next() % 3) as u32,
+                    };
+                    let value = format!("v{}", next() % 4);
+                    sorted.push(key, value.as_bytes(), priority);
+                    builder.insert(key, value.as_bytes(), priority);
+                }
+            }
+            for layout in [Layout::PostOrder, Layout::PreOrder] {
+                assert_eq!(
+                    sorted.write_with_order(layout).unwrap(),
+                    builder.write_with_order(layout).unwrap(),
+                    "round {round}, {layout:?}"
+                );
+                assert_eq!(
+                    sorted.write(layout).unwrap(),
+                    builder.write(layout).unwrap(),
+                    "round {round}, {layout:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sorted_index_rejects_what_the_builder_rejects() {
+        let mut s = SortedIndex::default();
+        s.push(b"a", b"v", 0);
+        s.push(b"a", b"v\x80", 1);
+        assert!(matches!(
+            s.write_with_order(Layout::PostOrder),
+            Err(WriteError::BadCharacter { byte: 0x80, .. })
+        ));
     }
 
     #[test]
