@@ -121,19 +121,65 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
     f.read_to_end(&mut old).is_ok() && old == data
 }
 
-/// The first half of [`write_atomic`]: `dir/name<suffix>` written and fsync'ed, not yet
-/// renamed. [`Prepared::commit`] renames it; dropping it uncommitted removes it. Several
-/// files can be prepared concurrently (their fsyncs overlap) and committed in order.
-pub fn prepare_atomic(
+/// The first half of [`write_atomic`], without waiting for the disk: `dir/name<suffix>`
+/// is written and its writeback started (`sync_file_range`), and the fsync is left to
+/// [`Prepared::commit`] (or [`Prepared::commit_holding`]), which waits for it before the
+/// rename; dropping it uncommitted removes it. A caller that prepares several files one
+/// after the other and commits them later, in order, finds most of their data already on
+/// disk by then; nothing waits on the preparing thread, and no thread of its own is
+/// needed for the wait.
+pub fn prepare_started(
     dir: &Path,
     name: &str,
     suffix: &str,
     data: &[u8],
 ) -> Result<Prepared, WriteError> {
-    prepare_atomic_with(dir, name, suffix, |w| w.write_all(data))
+    let final_path = dir.join(name);
+    let tmp_path = dir.join(format!("{name}{suffix}"));
+    let mut f = create_temp(&tmp_path)?;
+    if let Err(source) = f.write_all(data) {
+        drop(f);
+        let _ = fs::remove_file(&tmp_path);
+        return Err(WriteError::Write {
+            path: final_path,
+            source,
+        });
+    }
+    start_writeback(&f);
+    Ok(Prepared {
+        tmp_path,
+        final_path,
+        unsynced: Some(f),
+        committed: false,
+    })
 }
 
-/// [`prepare_atomic`] with the contents written by `fill`.
+/// Ask the kernel to start writing `f`'s dirty pages to disk, without waiting. Only a
+/// hint: where it is not supported, or fails, the fsync later does all the work.
+#[allow(unsafe_code)]
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range(2) takes a descriptor and three integers and touches no
+    // memory of ours; `f` is open for the whole call.
+    let _ = unsafe {
+        nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+/// Create the temporary file `path` (it must not exist), mode 0644 before umask.
+fn create_temp(path: &Path) -> Result<File, WriteError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|source| WriteError::Create {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// [`write_atomic_with`]'s first half: the contents written by `fill`, and synced.
 pub fn prepare_atomic_with(
     dir: &Path,
     name: &str,
@@ -165,15 +211,7 @@ fn prepare(
 ) -> Result<Prepared, WriteError> {
     let final_path = dir.join(name);
     let tmp_path = dir.join(format!("{name}{suffix}"));
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp_path)
-        .map_err(|source| WriteError::Create {
-            path: tmp_path.clone(),
-            source,
-        })?;
+    let f = create_temp(&tmp_path)?;
     let mut w = io::BufWriter::with_capacity(256 << 10, f);
     let res = fill(&mut w)
         .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
@@ -188,15 +226,19 @@ fn prepare(
     Ok(Prepared {
         tmp_path,
         final_path,
+        unsynced: None,
         committed: false,
     })
 }
 
-/// A complete, synced temporary file waiting to be renamed over its final name.
+/// A complete temporary file waiting to be renamed over its final name: synced, or (from
+/// [`prepare_started`]) to be synced just before the rename.
 #[derive(Debug)]
 pub struct Prepared {
     tmp_path: PathBuf,
     final_path: PathBuf,
+    /// The file, when its fsync is still to come.
+    unsynced: Option<File>,
     committed: bool,
 }
 
@@ -223,6 +265,13 @@ impl Prepared {
     }
 
     fn rename(&mut self) -> Result<(), WriteError> {
+        if let Some(f) = self.unsynced.take() {
+            // Left uncommitted: dropping `self` removes the temporary file.
+            f.sync_all().map_err(|source| WriteError::Write {
+                path: self.final_path.clone(),
+                source,
+            })?;
+        }
         self.committed = true;
         fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {
             let _ = fs::remove_file(&self.tmp_path);
@@ -266,4 +315,62 @@ pub fn map_readonly(file: &std::fs::File, populate: bool) -> std::io::Result<mem
     // mapped here are replaced by rename, never rewritten in place, so that does not
     // happen in practice.
     unsafe { opts.map(file) }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "modcore-fsio-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A started file replaces the old one only when committed, with exactly its bytes;
+    /// the old one stays readable through the handle the commit returns.
+    #[test]
+    fn started_file_is_committed_in_place() {
+        let d = tmpdir("commit");
+        fs::write(d.join("out"), b"old").unwrap();
+        let p = prepare_started(&d, "out", ".tmp1", b"new bytes").unwrap();
+        assert_eq!(fs::read(d.join("out")).unwrap(), b"old");
+        assert_eq!(names(&d), ["out", "out.tmp1"]);
+        let old = p.commit_holding().unwrap();
+        assert!(old.is_some());
+        assert_eq!(fs::read(d.join("out")).unwrap(), b"new bytes");
+        assert_eq!(names(&d), ["out"]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Dropped uncommitted, a started file leaves nothing behind; a temporary name that
+    /// is taken is an error naming it.
+    #[test]
+    fn started_file_dropped_or_refused() {
+        let d = tmpdir("drop");
+        drop(prepare_started(&d, "out", ".tmp1", b"x").unwrap());
+        assert!(names(&d).is_empty());
+        fs::write(d.join("out.tmp2"), b"someone else's").unwrap();
+        match prepare_started(&d, "out", ".tmp2", b"x") {
+            Err(WriteError::Create { path, .. }) => assert!(path.ends_with("out.tmp2")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(d.join("out.tmp2")).unwrap(), b"someone else's");
+        let _ = fs::remove_dir_all(&d);
+    }
 }

@@ -595,31 +595,29 @@ pub fn run(
             prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
         })
     });
-    // Each file is written and synced under a temporary name by a thread of its own as
-    // soon as it is made (the syncs overlap with the making of the rest). Meanwhile this
-    // thread renames the files into place one by one in the fixed order, each as soon as
-    // it and every file before it are ready, each file's diagnostics replayed just
-    // before: a failure stops the sequence where a one-by-one run would have stopped
-    // (files prepared beyond it are removed). The files replaced are freed by threads of
-    // their own (see `fsio::Prepared::commit_holding`), so a rename is short and the
-    // freeing overlaps with the making of the files after it.
+    // Each file is written under a temporary name as soon as it is made, by the task
+    // that made it, and its writeback started (the writes go on while the rest is made).
+    // Meanwhile this thread syncs and renames the files into place one by one in the
+    // fixed order, each as soon as it and every file before it are ready, each file's
+    // diagnostics replayed just before: a failure stops the sequence where a one-by-one
+    // run would have stopped (files prepared beyond it are removed). The files replaced
+    // are freed by threads of their own (see `fsio::Prepared::commit_holding`), so a
+    // rename is short and the freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();
     let creation = fsio::Creation::in_dir(&outdir_path);
     let make = |name: &'static str| -> Made {
         let p = produce(name);
         let job = p.data.map(|data| {
-            let (dir, suffix) = (outdir_path.clone(), suffix.clone());
-            Writer::start(Box::new(move || {
-                let unchanged = |new: &fsio::Creation| {
-                    data.len() <= UNCHANGED_CHECK_MAX
-                        && name != "modules.dep"
-                        && fsio::holds_exactly(&dir.join(name), &data, new)
-                };
-                if creation.as_ref().is_some_and(unchanged) {
-                    return Ok(None);
-                }
-                fsio::prepare_atomic(&dir, name, &suffix, &data).map(Some)
-            }))
+            let dir = &outdir_path;
+            let unchanged = |new: &fsio::Creation| {
+                data.len() <= UNCHANGED_CHECK_MAX
+                    && name != "modules.dep"
+                    && fsio::holds_exactly(&dir.join(name), &data, new)
+            };
+            if creation.as_ref().is_some_and(unchanged) {
+                return Ok(None);
+            }
+            fsio::prepare_started(dir, name, &suffix, &data).map(Some)
         });
         Made {
             job,
@@ -674,13 +672,13 @@ pub fn run(
                 continue;
             };
             if written.is_err() {
-                // Wait for the writer, so that its temporary file is removed.
-                drop(m.job.map(|job| job.finish(outdir_path.join(name))));
+                // Its temporary file is removed.
+                drop(m.job);
                 continue;
             }
             m.diags.replay(sink);
             written = m.job.and_then(|job| {
-                if let Some(prepared) = job.finish(outdir_path.join(name))? {
+                if let Some(prepared) = job? {
                     freeing.drop_later(prepared.commit_holding()?);
                 }
                 Ok(())
@@ -729,59 +727,23 @@ pub fn run(
     Ok(summary)
 }
 
-/// One output file: the thread writing it under its temporary name (or why it could
-/// not be made), and what its producer reported.
+/// One output file: written under its temporary name, its writeback started (or why it
+/// could not be made or written), and what its producer reported.
 struct Made {
-    job: Result<Writer, DepmodError>,
+    job: Result<Written, DepmodError>,
     diags: Collect,
 }
 
-/// A file being written on a thread of its own (or, if no thread could be started,
-/// already written).
-enum Writer {
-    Thread(std::thread::JoinHandle<Option<Written>>),
-    Done(Option<Written>),
-}
-
-/// A file written and synced under its temporary name, or `None` when the file in place
-/// already holds exactly the new bytes (see [`UNCHANGED_CHECK_MAX`]).
+/// A file written under its temporary name (synced by its commit, see
+/// [`fsio::prepare_started`]), or `None` when the file in place already holds exactly
+/// the new bytes (see [`UNCHANGED_CHECK_MAX`]).
 type Written = Result<Option<fsio::Prepared>, fsio::WriteError>;
-
-type WriteJob = Box<dyn FnOnce() -> Written + Send>;
 
 /// Outputs up to this size that already hold exactly their new bytes are left as they
 /// are (not rewritten, synced and renamed): comparing a small file costs far less than
 /// writing and syncing it. modules.dep is always written: `depmod -A` compares its
 /// modification time with the modules'.
 const UNCHANGED_CHECK_MAX: usize = 64 << 10;
-
-impl Writer {
-    fn start(write: WriteJob) -> Writer {
-        // Shared, so that the job is not lost if the thread cannot be started.
-        let slot = Arc::new(std::sync::Mutex::new(Some(write)));
-        let job = Arc::clone(&slot);
-        let take =
-            |s: &std::sync::Mutex<Option<WriteJob>>| s.lock().ok().and_then(|mut f| f.take());
-        match std::thread::Builder::new().spawn(move || take(&job).map(|f| f())) {
-            Ok(handle) => Writer::Thread(handle),
-            Err(_) => Writer::Done(take(&slot).map(|f| f())),
-        }
-    }
-
-    /// Wait for the file; `path` names it if the thread itself failed.
-    fn finish(self, path: std::path::PathBuf) -> Written {
-        let got = match self {
-            Writer::Done(r) => r,
-            Writer::Thread(h) => h.join().ok().flatten(),
-        };
-        got.unwrap_or_else(|| {
-            Err(fsio::WriteError::Write {
-                path,
-                source: std::io::Error::other("writer thread failed"),
-            })
-        })
-    }
-}
 
 /// Files replaced by this run, held open by the rename (see
 /// `fsio::Prepared::commit_holding`) and closed each on a thread of its own, which frees
