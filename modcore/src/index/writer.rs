@@ -595,8 +595,10 @@ pub struct SortedIndex {
     /// A key below the one before it, or a value of lower priority than the one before
     /// it under the same key: the file is then made by an [`IndexBuilder`].
     unsorted: bool,
-    /// The first key or value with a byte the format cannot hold.
-    bad: Option<(u8, Vec<u8>)>,
+    /// The first key or value of 4 GiB or more (not kept) with a byte the format cannot
+    /// hold, and how many values were kept before it. (Those kept are checked for such
+    /// bytes all at once, when the file is written.)
+    oversized_bad: Option<(u32, (u8, Vec<u8>))>,
     /// A key or value of 4 GiB or more was pushed.
     oversized: bool,
 }
@@ -629,12 +631,15 @@ impl SortedIndex {
     /// Add `key`, which should sort after every key pushed before (or be the last one
     /// again), with its `value`.
     pub fn push(&mut self, key: &[u8], value: &[u8], priority: u32) {
-        note_bad(&mut self.bad, key, value);
         let (Ok(len), Ok(_), Ok(pushed)) = (
             u32::try_from(value.len()),
             u32::try_from(key.len()),
             u32::try_from(self.vals.len()),
         ) else {
+            if self.oversized_bad.is_none() {
+                let kept = u32::try_from(self.vals.len()).unwrap_or(u32::MAX);
+                self.oversized_bad = first_bad([key, value]).map(|b| (kept, b));
+            }
             self.oversized = true;
             return;
         };
@@ -683,7 +688,7 @@ impl SortedIndex {
 
     /// The complete index file (see [`IndexBuilder::write`]).
     pub fn write(&self, layout: Layout) -> Result<Vec<u8>, WriteError> {
-        refusal(&self.bad, self.oversized)?;
+        self.refusal()?;
         if self.unsorted || layout != Layout::PostOrder {
             return self.builder().write(layout);
         }
@@ -693,13 +698,36 @@ impl SortedIndex {
     /// [`write`](Self::write), and the values' places in push order, in the order the
     /// file lists them (see [`IndexBuilder::write_with_order`]).
     pub fn write_with_order(&self, layout: Layout) -> Result<(Vec<u8>, Vec<u32>), WriteError> {
-        refusal(&self.bad, self.oversized)?;
+        self.refusal()?;
         if self.unsorted || layout != Layout::PostOrder {
             // Pushed in push order, the builder's records are numbered as pushed.
             return self.builder().write_with_order(layout);
         }
         let order = self.vals.iter().map(|v| v.pushed).collect();
         Ok((self.write_in_order()?, order))
+    }
+
+    /// Why the file cannot be written, if it cannot: the first key or value pushed with
+    /// a byte the format cannot hold (as [`IndexBuilder`] reports it), or one of 4 GiB or
+    /// more. The keys and values kept are looked at all at once, in the two pieces of
+    /// memory that hold them (one look at every byte, which the compiler vectorises),
+    /// and only when one of them holds such a byte one by one, in push order.
+    fn refusal(&self) -> Result<(), WriteError> {
+        let kept = if any_bad_byte(&self.set.bytes) || any_bad_byte(&self.values) {
+            let mut pushed: Vec<&SortedValue> = self.vals.iter().collect();
+            pushed.sort_unstable_by_key(|v| v.pushed);
+            pushed.iter().find_map(|v| {
+                first_bad([self.set.key(v.key), self.value(v)]).map(|b| (v.pushed, b))
+            })
+        } else {
+            None
+        };
+        let bad = match (kept, &self.oversized_bad) {
+            (Some((p, _)), Some((q, b))) if *q <= p => Some(b.clone()),
+            (Some((_, b)), _) => Some(b),
+            (None, b) => b.as_ref().map(|(_, b)| b.clone()),
+        };
+        refusal(&bad, self.oversized)
     }
 
     /// The triples in push order, in a builder.
@@ -770,6 +798,13 @@ pub fn first_bad<'s>(strings: impl IntoIterator<Item = &'s [u8]>) -> Option<(u8,
         let &b = s.iter().find(|&&b| b == 0 || b >= 0x80)?;
         Some((b, s.to_vec()))
     })
+}
+
+/// [`has_bad_byte`] for long pieces of memory: every byte looked at, a block at a time
+/// (no early exit inside a block, so the look is vectorised).
+fn any_bad_byte(s: &[u8]) -> bool {
+    s.chunks(4096)
+        .any(|c| c.iter().fold(false, |bad, &b| bad | (b == 0) | (b >= 0x80)))
 }
 
 /// Does `s` hold a NUL or a byte of 0x80 or above? Eight bytes at a time: a word has a
@@ -868,16 +903,12 @@ pub(super) fn write_post_order(
         if let (Some(&(first, _)), Some(&(last, _))) = (ks.first(), ks.last()) {
             reference |= NODE_CHILDREN;
             out.extend_from_slice(&[first, last]);
-            let mut it = ks.iter().peekable();
-            for b in first..=last {
-                let word = match it.peek() {
-                    Some(&&(cb, c)) if cb == b => {
-                        it.next();
-                        c
-                    }
-                    _ => 0,
-                };
-                out.extend_from_slice(&word.to_be_bytes());
+            // A reference for every byte from first to last: zero but the children's.
+            let table = out.len();
+            out.resize(table + 4 * (usize::from(last - first) + 1), 0);
+            for &(b, c) in ks {
+                let at = table + 4 * usize::from(b - first);
+                out[at..at + 4].copy_from_slice(&c.to_be_bytes());
             }
         }
         if has_values(f.lo, f.hi, f.end) {
@@ -1322,6 +1353,7 @@ mod tests {
     #[test]
     fn sorted_index_matches_the_builder() {
         let mut next = xorshift(0x5eed_0f50_77ed);
+        let mut refused = 0;
         for round in 0..400 {
             let mut sorted = SortedIndex::default();
             let mut builder = IndexBuilder::unchecked();
@@ -1347,24 +1379,36 @@ mod tests {
                         1 if disorder => priority.saturating_sub(1),
                         _ => priority + (next() % 3) as u32,
                     };
-                    let value = format!("v{}", next() % 4);
-                    sorted.push(key, value.as_bytes(), priority);
-                    builder.insert(key, value.as_bytes(), priority);
+                    let mut value = format!("v{}", next() % 4).into_bytes();
+                    let mut key = key.to_vec();
+                    // Some rounds with a byte no index can hold, in a key or a value.
+                    if round % 5 == 4 && next() % 9 == 0 {
+                        let bad = [0u8, 0x80, 0xff][(next() % 3) as usize];
+                        if next() % 2 == 0 {
+                            value.push(bad);
+                        } else {
+                            key.push(bad);
+                        }
+                    }
+                    sorted.push(&key, &value, priority);
+                    builder.insert(&key, &value, priority);
                 }
             }
             for layout in [Layout::PostOrder, Layout::PreOrder] {
                 assert_eq!(
-                    sorted.write_with_order(layout).unwrap(),
-                    builder.write_with_order(layout).unwrap(),
+                    sorted.write_with_order(layout),
+                    builder.write_with_order(layout),
                     "round {round}, {layout:?}"
                 );
                 assert_eq!(
-                    sorted.write(layout).unwrap(),
-                    builder.write(layout).unwrap(),
+                    sorted.write(layout),
+                    builder.write(layout),
                     "round {round}, {layout:?}"
                 );
             }
+            refused += usize::from(builder.write(Layout::PostOrder).is_err());
         }
+        assert!(refused > 10, "only {refused} rounds with a bad byte");
     }
 
     #[test]
