@@ -1382,9 +1382,9 @@ mod tests {
                     let mut value = format!("v{}", next() % 4).into_bytes();
                     let mut key = key.to_vec();
                     // Some rounds with a byte no index can hold, in a key or a value.
-                    if round % 5 == 4 && next() % 9 == 0 {
+                    if round % 5 == 4 && next().is_multiple_of(9) {
                         let bad = [0u8, 0x80, 0xff][(next() % 3) as usize];
-                        if next() % 2 == 0 {
+                        if next().is_multiple_of(2) {
                             value.push(bad);
                         } else {
                             key.push(bad);
