@@ -601,7 +601,7 @@ pub fn run(
     // fixed order, each as soon as it and every file before it are ready, each file's
     // diagnostics replayed just before: a failure stops the sequence where a one-by-one
     // run would have stopped (files prepared beyond it are removed). The files replaced
-    // are freed by threads of their own (see `fsio::Prepared::commit_holding`), so a
+    // are freed by a thread of their own (see `fsio::Prepared::commit_holding`), so a
     // rename is short and the freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();
     let creation = fsio::Creation::in_dir(&outdir_path);
@@ -746,26 +746,41 @@ type Written = Result<Option<fsio::Prepared>, fsio::WriteError>;
 const UNCHANGED_CHECK_MAX: usize = 64 << 10;
 
 /// Files replaced by this run, held open by the rename (see
-/// `fsio::Prepared::commit_holding`) and closed each on a thread of its own, which frees
-/// the file's blocks there.
+/// `fsio::Prepared::commit_holding`) and closed one after the other on one thread, which
+/// frees the files' blocks there (started with the first file).
 #[derive(Default)]
-struct Freeing(Vec<std::thread::JoinHandle<()>>);
+struct Freeing(
+    Option<(
+        std::sync::mpsc::Sender<std::fs::File>,
+        std::thread::JoinHandle<()>,
+    )>,
+);
 
 impl Freeing {
     fn drop_later(&mut self, old: Option<std::fs::File>) {
         let Some(old) = old else { return };
-        // If no thread can be started, the file is closed here.
-        if let Ok(h) = std::thread::Builder::new()
-            .name("depmod-free".into())
-            .spawn(move || drop(old))
-        {
-            self.0.push(h);
+        if self.0.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<std::fs::File>();
+            // If no thread can be started, the file is closed here (and the next ones
+            // try again).
+            let Ok(h) = std::thread::Builder::new()
+                .name("depmod-free".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+            else {
+                return;
+            };
+            self.0 = Some((tx, h));
+        }
+        if let Some((tx, _)) = &self.0 {
+            // Were the thread gone, the file comes back in the error and is closed here.
+            let _ = tx.send(old);
         }
     }
 
     /// Wait until every replaced file is freed (a run leaves nothing behind).
     fn wait(self) {
-        for h in self.0 {
+        if let Some((tx, h)) = self.0 {
+            drop(tx);
             let _ = h.join();
         }
     }
