@@ -146,6 +146,7 @@ fn prog_name(argv0: Option<&OsString>) -> String {
 }
 
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
+    modcore::cliutil::tune_allocator_for_batch();
     let argv: Vec<OsString> = args.into_iter().collect();
     let prog = prog_name(argv.first());
     let args = match Args::try_parse_from(&argv) {
