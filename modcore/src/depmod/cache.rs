@@ -435,34 +435,30 @@ impl Body {
             data: data.get(..end)?,
             pos: start,
         };
-        let known = |id: u32| (id as usize) < names.len();
         let mut counts = [0u32; 3];
         let mut at = [0usize; 3];
-        for (i, min) in [8usize, 12, 13].into_iter().enumerate() {
-            counts[i] = r.count(min)? as u32;
+        counts[0] = r.count(8)? as u32;
+        at[0] = r.pos;
+        for _ in 0..counts[0] {
+            r.sized()?;
+            r.sized()?;
+        }
+        // Exports (name id, CRC) and needs (name id, CRC, weak): records of a fixed
+        // size, checked all of a section at once (every id in the table, every weak
+        // flag 0 or 1).
+        let ids_known = |records: &[u8], size: usize| {
+            let limit = names.len() as u64;
+            let id = |rec: &[u8]| u64::from(u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]));
+            records.chunks_exact(size).fold(true, |ok, rec| {
+                ok & (id(rec) < limit) & (size == 12 || rec[12] <= 1)
+            })
+        };
+        for (i, size) in [(1usize, 12usize), (2, 13)] {
+            counts[i] = r.count(size)? as u32;
             at[i] = r.pos;
-            for _ in 0..counts[i] {
-                match i {
-                    0 => {
-                        r.sized()?;
-                        r.sized()?;
-                    }
-                    1 => {
-                        if !known(r.u32()?) {
-                            return None;
-                        }
-                        r.u64()?;
-                    }
-                    _ => {
-                        if !known(r.u32()?) {
-                            return None;
-                        }
-                        r.u64()?;
-                        if r.bytes(1)?[0] > 1 {
-                            return None;
-                        }
-                    }
-                }
+            let records = r.bytes(counts[i] as usize * size)?;
+            if !ids_known(records, size) {
+                return None;
             }
         }
         (r.pos == end).then(|| Body {
@@ -1628,6 +1624,27 @@ mod tests {
         let c = Cache::parse(frame(2, 0, &bad_id)).unwrap();
         assert!(c.get(b"/x.ko", &key(1)).is_none(), "id beyond the table");
         assert!(c.get(b"/y.ko", &key(2)).is_some());
+        // y's need of zeta (id 4): an id beyond the table, or a weak flag other than 0
+        // or 1, makes y's body malformed (and only y's).
+        let need = |p: &[u8]| {
+            let body = p.windows(5).position(|w| w == b"/y.ko").unwrap();
+            p[body..]
+                .windows(12)
+                .position(|w| w[..4] == 4u32.to_le_bytes() && w[4..] == 9u64.to_le_bytes())
+                .unwrap()
+                + body
+        };
+        for (at, byte) in [(0, 5u8), (12, 2)] {
+            let mut bad = payload.to_vec();
+            let n = need(&bad);
+            bad[n + at] = byte;
+            let c = Cache::parse(frame(2, 0, &bad)).unwrap();
+            assert!(
+                c.get(b"/y.ko", &key(2)).is_none(),
+                "need byte {at} = {byte}"
+            );
+            assert!(c.get(b"/x.ko", &key(1)).is_some());
+        }
     }
 
     #[test]
