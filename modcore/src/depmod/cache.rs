@@ -506,14 +506,27 @@ impl Body {
 
     /// Exported symbols: (name id, CRC).
     pub fn export_ids(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        let mut r = self.reader(self.exports);
-        (0..self.counts[1]).map_while(move |_| Some((r.u32()?, r.u64()?)))
+        self.records(self.exports, self.counts[1], 12)
+            .map(|r| (le_u32(r), le_u64(&r[4..])))
     }
 
     /// Needed symbols: (name id, CRC, weak).
     pub fn need_ids(&self) -> impl Iterator<Item = (u32, u64, bool)> + '_ {
-        let mut r = self.reader(self.needs);
-        (0..self.counts[2]).map_while(move |_| Some((r.u32()?, r.u64()?, r.bytes(1)?[0] == 1)))
+        self.records(self.needs, self.counts[2], 13)
+            .map(|r| (le_u32(r), le_u64(&r[4..]), r[12] == 1))
+    }
+
+    /// `count` records of `size` bytes from `at` (checked by [`Body::new`]; none should
+    /// they not fit after all).
+    fn records(&self, at: usize, count: u32, size: usize) -> std::slice::ChunksExact<'_, u8> {
+        let end = (count as usize)
+            .checked_mul(size)
+            .and_then(|n| at.checked_add(n))
+            .filter(|&end| end <= self.end);
+        let bytes = end
+            .and_then(|end| self.data.get(at..end))
+            .unwrap_or_default();
+        bytes.chunks_exact(size)
     }
 
     pub fn exports(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
@@ -1054,6 +1067,18 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_u32(out, b.len() as u32);
     out.extend_from_slice(b);
+}
+
+/// The little-endian u32 at the start of `b` (which holds at least 4 bytes).
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The little-endian u64 at the start of `b` (which holds at least 8 bytes).
+fn le_u64(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
 }
 
 struct Reader<'a> {
