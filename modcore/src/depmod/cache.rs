@@ -197,7 +197,7 @@ impl Deref for Bytes {
 }
 
 /// Where a record of the file is: the byte ranges of its path and of its body or
-/// listing, and its key; the path's hash first, by which the records are sorted.
+/// listing, its key, and the hash of its path.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     hash: u64,
@@ -208,11 +208,17 @@ struct Slot {
     body: (usize, usize),
 }
 
-/// Records found by path without a copy of any path: slots sorted by the hash of their
-/// path (seeded per process), the path bytes read in place from the file.
+/// Records found by path without a copy of any path: a hash table (open addressing,
+/// linear probing) over the records in file order, by the hash of their path (seeded per
+/// process), the path bytes read in place from the file. Built in one pass, no sort.
 #[derive(Default)]
 struct PathIndex {
     slots: Vec<Slot>,
+    /// Places of the table: a slot's number plus one, or 0 (empty). At least twice as
+    /// many places as slots, and a power of two.
+    table: Vec<u32>,
+    /// The number of distinct paths (the slots the table refers to).
+    distinct: usize,
     seed: foldhash::fast::RandomState,
 }
 
@@ -228,38 +234,64 @@ impl PathIndex {
         self.seed.hash_one(path)
     }
 
-    /// Sort the slots by hash (then path); of two records with the same path, the later
-    /// one in the file is kept (as a map filled in file order would keep it): records
-    /// with one path are sorted latest first (by where their path starts in the file,
-    /// unique to each record) and only the first of them stays.
+    /// Fill the table; of two records with the same path, the later one in the file is
+    /// kept (as a map filled in file order would keep it).
     fn finish(&mut self, data: &[u8]) {
-        let path = |s: &Slot| path_of(data, s);
-        self.slots.sort_unstable_by(|a, b| {
-            a.hash
-                .cmp(&b.hash)
-                .then_with(|| path(a).cmp(path(b)))
-                .then(b.path.0.cmp(&a.path.0))
-        });
-        self.slots
-            .dedup_by(|later, kept| later.hash == kept.hash && path(later) == path(kept));
+        let size = (2 * self.slots.len()).max(2).next_power_of_two();
+        let mask = size - 1;
+        let mut table = vec![0u32; size];
+        let mut distinct = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Ok(number) = u32::try_from(i + 1) else {
+                break;
+            };
+            let mut at = s.hash as usize & mask;
+            loop {
+                match table[at] {
+                    0 => {
+                        table[at] = number;
+                        distinct += 1;
+                        break;
+                    }
+                    e => {
+                        let o = &self.slots[e as usize - 1];
+                        if o.hash == s.hash && path_of(data, o) == path_of(data, s) {
+                            table[at] = number;
+                            break;
+                        }
+                        at = (at + 1) & mask;
+                    }
+                }
+            }
+        }
+        self.table = table;
+        self.distinct = distinct;
     }
 
     fn get(&self, data: &[u8], path: &[u8]) -> Option<&Slot> {
+        let mask = self.table.len().checked_sub(1)?;
         let h = self.hash(path);
-        let at = self.slots.partition_point(|s| s.hash < h);
-        self.slots[at..]
-            .iter()
-            .take_while(|s| s.hash == h)
-            .find(|s| path_of(data, s) == path)
+        let mut at = h as usize & mask;
+        // The table is never full: an empty place ends every search.
+        loop {
+            let s = self.slots.get(self.table[at].checked_sub(1)? as usize)?;
+            if s.hash == h && path_of(data, s) == path {
+                return Some(s);
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     fn len(&self) -> usize {
-        self.slots.len()
+        self.distinct
     }
 
-    /// Every record's path and key.
+    /// Every record's path and key (in no particular order).
     fn iter<'s>(&'s self, data: &'s [u8]) -> impl Iterator<Item = (&'s [u8], FileKey)> + 's {
-        self.slots.iter().map(move |s| (path_of(data, s), s.key))
+        self.table
+            .iter()
+            .filter_map(|&e| self.slots.get(e.checked_sub(1)? as usize))
+            .map(move |s| (path_of(data, s), s.key))
     }
 }
 
