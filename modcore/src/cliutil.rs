@@ -229,12 +229,12 @@ impl Syslog {
 /// comes back unmapped when freed and fresh (faulted in page by page) when allocated
 /// again. On the 6.12 tree an incremental depmod run takes 550 fewer page faults and
 /// about 3 ms less CPU time. Only glibc's allocator has these settings; elsewhere this
-/// does nothing. Call it first, before any thread is started.
+/// does nothing. Call it first thing, before the allocations it is meant for.
 pub fn tune_allocator_for_batch() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
-    // SAFETY: mallopt(3) only sets allocator parameters (integers); it is called before
-    // any other thread exists, and a value it does not accept is refused, not applied.
+    // SAFETY: mallopt(3) only sets allocator parameters (integers), takes the
+    // allocator's own lock (it is MT-safe), and refuses a value it does not accept.
     unsafe {
         use nix::libc::{mallopt, M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD};
         // 32 MiB is the largest threshold glibc takes on 64-bit systems.
