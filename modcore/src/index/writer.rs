@@ -586,8 +586,9 @@ impl IndexBuilder {
 #[derive(Debug, Default)]
 pub struct SortedIndex {
     set: KeySet,
-    /// The values in file order: by key, within a key by priority, the latest first
-    /// among equal priorities.
+    /// The values by key, within a key in push order (by priority while the index is
+    /// sorted; file order lists each run of equal priorities backwards, the latest
+    /// first, see [`SortedIndex::in_file_order`]).
     vals: Vec<SortedValue>,
     /// Where each key's values start in `vals`.
     firsts: Vec<u32>,
@@ -656,18 +657,12 @@ impl SortedIndex {
             .checked_sub(1)
             .filter(|&last| key == self.set.key(last as u32));
         if let Some(last) = again {
-            // Another value of the last key: after those of lower priority, before
-            // those of the same one (the latest first).
-            let first = self.firsts[last] as usize;
-            let mut at = self.vals.len();
-            while at > first && self.vals[at - 1].priority >= priority {
-                if self.vals[at - 1].priority > priority {
-                    self.unsorted = true;
-                }
-                at -= 1;
+            // Another value of the last key, of no lower priority than the one before.
+            if self.vals.last().is_some_and(|l| l.priority > priority) {
+                self.unsorted = true;
             }
             v.key = last as u32;
-            self.vals.insert(at, v);
+            self.vals.push(v);
         } else {
             if let Some(last) = self.set.len().checked_sub(1) {
                 if key < self.set.key(last as u32) {
@@ -703,8 +698,31 @@ impl SortedIndex {
             // Pushed in push order, the builder's records are numbered as pushed.
             return self.builder().write_with_order(layout);
         }
-        let order = self.vals.iter().map(|v| v.pushed).collect();
+        let mut order = Vec::with_capacity(self.vals.len());
+        for i in 0..self.firsts.len() {
+            self.in_file_order(i, |v| order.push(v.pushed));
+        }
         Ok((self.write_in_order()?, order))
+    }
+
+    /// Key `i`'s values, in file order: by priority, and each run of equal priorities
+    /// the latest first (one pass, however many values a key has).
+    fn in_file_order(&self, i: usize, mut f: impl FnMut(&SortedValue)) {
+        let lo = self.firsts[i] as usize;
+        let hi = self
+            .firsts
+            .get(i + 1)
+            .map_or(self.vals.len(), |&e| e as usize);
+        let mut start = lo;
+        while start < hi {
+            let p = self.vals[start].priority;
+            let run = self.vals[start..hi]
+                .iter()
+                .take_while(|v| v.priority == p)
+                .count();
+            self.vals[start..start + run].iter().rev().for_each(&mut f);
+            start += run;
+        }
     }
 
     /// Why the file cannot be written, if it cannot: the first key or value pushed with
@@ -752,11 +770,11 @@ impl SortedIndex {
                 .get(i + 1)
                 .map_or(self.vals.len(), |&e| e as usize);
             out.extend_from_slice(&((hi - lo) as u32).to_be_bytes());
-            for v in &self.vals[lo..hi] {
+            self.in_file_order(i, |v| {
                 out.extend_from_slice(&v.priority.to_be_bytes());
                 out.extend_from_slice(self.value(v));
                 out.push(0);
-            }
+            });
         })
     }
 }
