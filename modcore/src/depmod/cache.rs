@@ -480,9 +480,8 @@ impl Body {
         // flag 0 or 1).
         let ids_known = |records: &[u8], size: usize| {
             let limit = names.len() as u64;
-            let id = |rec: &[u8]| u64::from(u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]));
             records.chunks_exact(size).fold(true, |ok, rec| {
-                ok & (id(rec) < limit) & (size == 12 || rec[12] <= 1)
+                ok & (u64::from(le_u32(rec)) < limit) & (size == 12 || rec[12] <= 1)
             })
         };
         for (i, size) in [(1usize, 12usize), (2, 13)] {

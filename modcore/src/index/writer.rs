@@ -586,9 +586,10 @@ impl IndexBuilder {
 #[derive(Debug, Default)]
 pub struct SortedIndex {
     set: KeySet,
-    /// The values by key, within a key in push order (by priority while the index is
-    /// sorted; file order lists each run of equal priorities backwards, the latest
-    /// first, see [`SortedIndex::in_file_order`]).
+    /// The values in push order (so by key, and within a key by priority while the
+    /// index is sorted; file order lists each run of equal priorities backwards, the
+    /// latest first, see [`SortedIndex::in_file_order`]). A value's place here is its
+    /// place in push order.
     vals: Vec<SortedValue>,
     /// Where each key's values start in `vals`.
     firsts: Vec<u32>,
@@ -610,8 +611,6 @@ struct SortedValue {
     priority: u32,
     /// Its key (index into the key set).
     key: u32,
-    /// Its place in push order.
-    pushed: u32,
     len: u32,
     /// Where its bytes start in `SortedIndex::values`.
     at: usize,
@@ -632,7 +631,7 @@ impl SortedIndex {
     /// Add `key`, which should sort after every key pushed before (or be the last one
     /// again), with its `value`.
     pub fn push(&mut self, key: &[u8], value: &[u8], priority: u32) {
-        let (Ok(len), Ok(_), Ok(pushed)) = (
+        let (Ok(len), Ok(_), Ok(_)) = (
             u32::try_from(value.len()),
             u32::try_from(key.len()),
             u32::try_from(self.vals.len()),
@@ -647,7 +646,6 @@ impl SortedIndex {
         let mut v = SortedValue {
             priority,
             key: 0,
-            pushed,
             len,
             at: self.values.len(),
         };
@@ -700,27 +698,36 @@ impl SortedIndex {
         }
         let mut order = Vec::with_capacity(self.vals.len());
         for i in 0..self.firsts.len() {
-            self.in_file_order(i, |v| order.push(v.pushed));
+            self.in_file_order(i, |at, _| order.push(at as u32));
         }
         Ok((self.write_in_order()?, order))
     }
 
-    /// Key `i`'s values, in file order: by priority, and each run of equal priorities
-    /// the latest first (one pass, however many values a key has).
-    fn in_file_order(&self, i: usize, mut f: impl FnMut(&SortedValue)) {
+    /// Where key `i`'s values are in `vals`.
+    fn values_of(&self, i: usize) -> std::ops::Range<usize> {
         let lo = self.firsts[i] as usize;
         let hi = self
             .firsts
             .get(i + 1)
             .map_or(self.vals.len(), |&e| e as usize);
-        let mut start = lo;
-        while start < hi {
+        lo..hi
+    }
+
+    /// Key `i`'s values (their places in `vals` and the values), in file order: by
+    /// priority, and each run of equal priorities the latest first (one pass, however
+    /// many values a key has).
+    fn in_file_order(&self, i: usize, mut f: impl FnMut(usize, &SortedValue)) {
+        let range = self.values_of(i);
+        let mut start = range.start;
+        while start < range.end {
             let p = self.vals[start].priority;
-            let run = self.vals[start..hi]
+            let run = self.vals[start..range.end]
                 .iter()
                 .take_while(|v| v.priority == p)
                 .count();
-            self.vals[start..start + run].iter().rev().for_each(&mut f);
+            (start..start + run)
+                .rev()
+                .for_each(|at| f(at, &self.vals[at]));
             start += run;
         }
     }
@@ -732,10 +739,8 @@ impl SortedIndex {
     /// and only when one of them holds such a byte one by one, in push order.
     fn refusal(&self) -> Result<(), WriteError> {
         let kept = if any_bad_byte(&self.set.bytes) || any_bad_byte(&self.values) {
-            let mut pushed: Vec<&SortedValue> = self.vals.iter().collect();
-            pushed.sort_unstable_by_key(|v| v.pushed);
-            pushed.iter().find_map(|v| {
-                first_bad([self.set.key(v.key), self.value(v)]).map(|b| (v.pushed, b))
+            self.vals.iter().enumerate().find_map(|(at, v)| {
+                first_bad([self.set.key(v.key), self.value(v)]).map(|b| (at as u32, b))
             })
         } else {
             None
@@ -750,11 +755,9 @@ impl SortedIndex {
 
     /// The triples in push order, in a builder.
     fn builder(&self) -> IndexBuilder {
-        let mut pushed = self.vals.clone();
-        pushed.sort_unstable_by_key(|v| v.pushed);
         let mut b = IndexBuilder::unchecked();
-        b.reserve(pushed.len(), self.set.bytes.len() + self.values.len());
-        for v in &pushed {
+        b.reserve(self.vals.len(), self.set.bytes.len() + self.values.len());
+        for v in &self.vals {
             b.insert(self.set.key(v.key), self.value(v), v.priority);
         }
         b
@@ -764,13 +767,8 @@ impl SortedIndex {
         let hint = self.values.len() + 9 * self.vals.len();
         write_post_order(&self.set, hint, |i, out| {
             let i = i as usize;
-            let lo = self.firsts[i] as usize;
-            let hi = self
-                .firsts
-                .get(i + 1)
-                .map_or(self.vals.len(), |&e| e as usize);
-            out.extend_from_slice(&((hi - lo) as u32).to_be_bytes());
-            self.in_file_order(i, |v| {
+            out.extend_from_slice(&(self.values_of(i).len() as u32).to_be_bytes());
+            self.in_file_order(i, |_, v| {
                 out.extend_from_slice(&v.priority.to_be_bytes());
                 out.extend_from_slice(self.value(v));
                 out.push(0);
