@@ -861,8 +861,11 @@ pub(super) fn write_post_order(
 ) -> Result<Vec<u8>, WriteError> {
     let key = |i: u32| set.key(i);
     let n = set.len() as u32;
-    let mut out: Vec<u8> =
-        Vec::with_capacity(HEADER_LEN + set.bytes.len() + hint + NODE_ROOM * set.len());
+    // (The room is at most as much again as the keys and values take: a huge input does
+    // not make it ask for many times its own size up front.)
+    let data = set.bytes.len().saturating_add(hint);
+    let room = NODE_ROOM.saturating_mul(set.len()).min(data);
+    let mut out: Vec<u8> = Vec::with_capacity(HEADER_LEN.saturating_add(data).saturating_add(room));
     out.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
     out.extend_from_slice(&INDEX_VERSION.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
