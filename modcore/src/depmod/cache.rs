@@ -1130,14 +1130,11 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        let b = self.bytes(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.bytes(4).map(le_u32)
     }
 
     fn u64(&mut self) -> Option<u64> {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(self.bytes(8)?);
-        Some(u64::from_le_bytes(w))
+        self.bytes(8).map(le_u64)
     }
 
     /// A length (u32) and that many bytes.
