@@ -718,7 +718,13 @@ impl<'a> Walker<'a> {
             source: Source::Open(d),
             key: None,
         };
-        for found in walk_dir(ctx, root, &seen_dirs).into_iter().flatten() {
+        let all = walk_dir(ctx, root, &seen_dirs);
+        // Room for everything found (listings counted too) at once: this loop runs on
+        // one thread after the walk, and a map grown step by step rehashes every name.
+        let n: usize = all.iter().map(Vec::len).sum();
+        self.kept.reserve(n);
+        self.by_name.reserve(n);
+        for found in all.into_iter().flatten() {
             match found {
                 Found::Module(c) => self.offer(c),
                 Found::Problem(message) => sink.emit(Level::Error, message),
