@@ -43,8 +43,10 @@ const MERGE_GAP: u64 = 16 << 10;
 
 #[derive(Default)]
 struct Scratch {
-    /// The (decompressed, or sparsely read) image.
+    /// The decompressed image (or a whole plain file).
     image: Vec<u8>,
+    /// The image of a sparsely read plain file (see [`Pages`]).
+    sparse: Pages,
     /// The compressed file.
     input: Vec<u8>,
 }
@@ -98,6 +100,9 @@ pub fn read_module_stat(path: &Path) -> (Result<ModuleData, String>, Option<Meta
                         *b = Vec::new();
                     }
                 }
+                if s.sparse.len() > KEEP_BUFFER {
+                    s.sparse = Pages::default();
+                }
                 r
             }
             Err(_) => read_with(path, &mut Scratch::default(), &mut meta),
@@ -117,6 +122,32 @@ fn ensure_len(buf: &mut Vec<u8>, size: usize) {
             size
         };
         *buf = vec![0u8; want];
+    }
+}
+
+/// A zeroed buffer of anonymous pages, for an image of which only some ranges are read:
+/// a page is only faulted in (and zeroed, by the kernel) when a range read touches it.
+/// (`vec![0; n]` from a thread's heap clears every byte, touching every page, first.)
+#[derive(Default)]
+struct Pages(Option<memmap2::MmapMut>);
+
+impl Pages {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// At least `size` bytes (the old contents are not kept when it grows).
+    fn ensure(&mut self, size: usize) -> io::Result<&mut [u8]> {
+        if self.len() < size {
+            let want = if size <= KEEP_BUFFER {
+                size.next_power_of_two().min(KEEP_BUFFER)
+            } else {
+                size
+            };
+            self.0 = None;
+            self.0 = Some(memmap2::MmapMut::map_anon(want)?);
+        }
+        Ok(self.0.as_mut().map_or(&mut [][..], |m| &mut m[..]))
     }
 }
 
@@ -169,7 +200,7 @@ fn read_with(
         Compression::None if got == size => module::extract(&s.input[..got]).map_err(Failure::Elf),
         Compression::None => {
             let r =
-                sparse_extract(&file, size, &s.input[..got], &mut s.image).map_err(Failure::Io)?;
+                sparse_extract(&file, size, &s.input[..got], &mut s.sparse).map_err(Failure::Io)?;
             if let Some(r) = r {
                 return r.map_err(Failure::Elf);
             }
@@ -210,7 +241,7 @@ fn read_unbuffered(path: &Path) -> Result<ModuleData, Failure> {
 /// A file image of which only some byte ranges have been read.
 struct Sparse<'a> {
     file: &'a File,
-    buf: &'a mut Vec<u8>,
+    buf: &'a mut [u8],
     size: usize,
     /// Ranges read so far (sorted, disjoint is not required).
     loaded: Vec<(u64, u64)>,
@@ -284,7 +315,7 @@ fn sparse_extract(
     file: &File,
     size: usize,
     first: &[u8],
-    buf: &mut Vec<u8>,
+    pages: &mut Pages,
 ) -> io::Result<Option<Result<ModuleData, ElfError>>> {
     const MAGIC: &[u8] = b"\x7fELF";
     if first.len() < HEAD || !first.starts_with(MAGIC) {
@@ -321,7 +352,10 @@ fn sparse_extract(
         return Ok(None);
     }
 
-    ensure_len(buf, size);
+    // (No pages to be had: the whole-file path says what is wrong, if anything.)
+    let Ok(buf) = pages.ensure(size) else {
+        return Ok(None);
+    };
     buf[..first.len()].copy_from_slice(first);
     let mut sp = Sparse {
         file,
