@@ -117,9 +117,39 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
                 && (m.uid(), m.gid()) == (new.uid, new.gid) => {}
         _ => return false,
     }
-    let mut old = Vec::with_capacity(data.len() + 1);
-    f.read_to_end(&mut old).is_ok() && old == data
+    // In pieces, stopping at the first that differs (a file of the same size that
+    // changed is told apart after a read or two), and to the end: the file must not
+    // have grown since the fstat. The last piece first: a file listing modules in
+    // module order differs at its end when a module was added.
+    let mut old = vec![0u8; COMPARE_CHUNK.min(data.len()).max(1)];
+    if data.len() > COMPARE_CHUNK {
+        use std::os::unix::fs::FileExt;
+        let at = data.len() - COMPARE_CHUNK;
+        match f.read_exact_at(&mut old, at as u64) {
+            Ok(()) if old[..] == data[at..] => {}
+            _ => return false,
+        }
+    }
+    let mut rest = data;
+    loop {
+        let want = rest.len().min(COMPARE_CHUNK);
+        let got = match f.read(&mut old[..want.max(1)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        if got == 0 {
+            return rest.is_empty();
+        }
+        if got > rest.len() || old[..got] != rest[..got] {
+            return false;
+        }
+        rest = &rest[got..];
+    }
 }
+
+/// [`holds_exactly`] reads and compares this much at a time.
+const COMPARE_CHUNK: usize = 64 << 10;
 
 /// The first half of [`write_atomic`], without waiting for the disk: `dir/name<suffix>`
 /// is written and its writeback started (`sync_file_range`), and the fsync is left to
@@ -355,6 +385,40 @@ mod tests {
         assert!(old.is_some());
         assert_eq!(fs::read(d.join("out")).unwrap(), b"new bytes");
         assert_eq!(names(&d), ["out"]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// A file bigger than one comparison piece holds exactly the new bytes only when
+    /// every piece matches: a difference at the start, in the middle or in the last
+    /// byte, or another length, is found.
+    #[test]
+    fn holds_exactly_compares_every_piece() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tmpdir("holds");
+        let p = d.join("out");
+        let data: Vec<u8> = (0..3 * COMPARE_CHUNK + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        fs::write(&p, &data).unwrap();
+        let m = fs::metadata(&p).unwrap();
+        let new = Creation {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+        };
+        assert!(holds_exactly(&p, &data, &new));
+        for at in [0, COMPARE_CHUNK + 7, 2 * COMPARE_CHUNK, data.len() - 1] {
+            let mut other = data.clone();
+            other[at] ^= 1;
+            assert!(!holds_exactly(&p, &other, &new), "difference at {at}");
+        }
+        assert!(!holds_exactly(&p, &data[..data.len() - 1], &new));
+        let mut longer = data.clone();
+        longer.push(0);
+        assert!(!holds_exactly(&p, &longer, &new));
+        fs::write(&p, b"").unwrap();
+        assert!(holds_exactly(&p, b"", &new));
+        assert!(!holds_exactly(&p, b"x", &new));
         let _ = fs::remove_dir_all(&d);
     }
 

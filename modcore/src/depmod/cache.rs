@@ -97,7 +97,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 const MAX_CACHE_LEN: u64 = 1 << 30;
 
 /// The identity of a module file as `stat(2)` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FileKey {
     pub dev: u64,
     pub ino: u64,

@@ -740,10 +740,13 @@ struct Made {
 type Written = Result<Option<fsio::Prepared>, fsio::WriteError>;
 
 /// Outputs up to this size that already hold exactly their new bytes are left as they
-/// are (not rewritten, synced and renamed): comparing a small file costs far less than
-/// writing and syncing it. modules.dep is always written: `depmod -A` compares its
-/// modification time with the modules'.
-const UNCHANGED_CHECK_MAX: usize = 64 << 10;
+/// are (not rewritten, synced and renamed): the check costs an `fstat` when the size
+/// differs and a read up to the first difference when it does not, far less than writing,
+/// syncing and renaming the file (and freeing the one it replaces). An incremental run
+/// often leaves whole files as they were (modules.symbols and its index when no export
+/// changed hands, the alias files when no alias did). modules.dep is always written:
+/// `depmod -A` compares its modification time with the modules'.
+const UNCHANGED_CHECK_MAX: usize = 64 << 20;
 
 /// Files replaced by this run, held open by the rename (see
 /// `fsio::Prepared::commit_holding`) and closed one after the other on one thread, which
@@ -831,7 +834,17 @@ fn read_all(
     progress: &dyn Progress,
 ) -> Vec<Got> {
     let lookup = cache.filter(|c| !c.is_empty());
-    let probe: Vec<(Option<Got>, u64)> = ordered
+    // One slot per module, filled in place: a module not taken from the cache holds, until
+    // it is read, the size it was found with (its place in the reading order).
+    let pending = |size: u64| Got {
+        res: Err(String::new()),
+        key: Some(FileKey {
+            size,
+            ..FileKey::default()
+        }),
+        hit: false,
+    };
+    let mut slots: Vec<Got> = ordered
         .par_iter()
         .map(|&i| {
             let path = &cands[i].path;
@@ -840,34 +853,34 @@ fn read_all(
                 Some(k) => k,
                 // Without a cache the size only orders the reads: plain files (cheap to
                 // read) need no stat for that and simply go last.
-                None if lookup.is_none() && path.ends_with(b".ko") => return (None, 0),
+                None if lookup.is_none() && path.ends_with(b".ko") => return pending(0),
                 None => match std::fs::metadata(bytes_path(path)) {
                     Ok(meta) => FileKey::of(&meta),
-                    Err(_) => return (None, 0),
+                    Err(_) => return pending(0),
                 },
             };
-            if let Some(cache) = lookup {
-                if let Some(d) = cache.get(path, &key) {
-                    progress.tick();
-                    let got = Got {
-                        res: Ok(Data::Cached(d)),
-                        key: Some(key),
-                        hit: true,
-                    };
-                    return (Some(got), 0);
-                }
+            if let Some(d) = lookup.and_then(|cache| cache.get(path, &key)) {
+                progress.tick();
+                return Got {
+                    res: Ok(Data::Cached(d)),
+                    key: Some(key),
+                    hit: true,
+                };
             }
-            (None, key.size)
+            pending(key.size)
         })
         .collect();
-    let mut todo: Vec<usize> = (0..ordered.len())
-        .filter(|&k| probe[k].0.is_none())
+    let mut todo: Vec<(usize, u64)> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.hit)
+        .map(|(k, g)| (k, g.key.map_or(0, |key| key.size)))
         .collect();
-    todo.sort_by_key(|&k| std::cmp::Reverse(probe[k].1));
+    todo.sort_by_key(|&(_, size)| std::cmp::Reverse(size));
     let read: Vec<(usize, Got)> = todo
         .into_iter()
         .par_bridge()
-        .map(|k| {
+        .map(|(k, _)| {
             let (mut res, meta) = read::read_module_stat(cands[ordered[k]].path());
             if let Ok(d) = &mut res {
                 // Only these entries reach an output; the rest would only be carried
@@ -891,20 +904,10 @@ fn read_all(
             )
         })
         .collect();
-    let mut slots: Vec<Option<Got>> = probe.into_iter().map(|(g, _)| g).collect();
     for (k, g) in read {
-        slots[k] = Some(g);
+        slots[k] = g;
     }
     slots
-        .into_iter()
-        .map(|g| {
-            g.unwrap_or_else(|| Got {
-                res: Err(crate::kernel::strerror(nix::errno::Errno::EIO as i32)),
-                key: None,
-                hit: false,
-            })
-        })
-        .collect()
 }
 
 /// The order of the alias index for the modules taken from `cache` (see
