@@ -655,11 +655,11 @@ fn a_very_deep_tree_is_walked_in_constant_stack() {
     );
 }
 
-/// Small outputs that already hold exactly their new bytes (and the owner and mode a new
-/// file gets) are left in place; any difference makes them rewritten. modules.dep is
-/// always rewritten (`depmod -A` compares its time with the modules').
+/// Outputs that already hold exactly their new bytes (and the owner and mode a new file
+/// gets) are left in place; any difference makes them rewritten. modules.dep is always
+/// rewritten (`depmod -A` compares its time with the modules').
 #[test]
-fn unchanged_small_outputs_are_left_in_place() {
+fn unchanged_outputs_are_left_in_place() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let t = Tree::new();
     fat_family(&t);
