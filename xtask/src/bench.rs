@@ -6,9 +6,10 @@
 //!   of `6.12-xz` (the 6.12 package as shipped), `6.12-zst` and `6.12-ko` (the same tree
 //!   recompressed / decompressed, built by `compat`) and `6.1-cloud`;
 //! * depmod, incremental, on the same trees: our cache is primed by one unmeasured run,
-//!   then before every pair one module is touched, one added (a copy of another module
-//!   under a new name) and one removed, in both copies; ours runs with its cache, kmod's
-//!   does its only kind of run;
+//!   then four rows, each changing both copies before every pair: one module touched;
+//!   one added (a copy of another module under a new name); one removed; and all three
+//!   at once (`--quick`: only the last). Ours runs with its cache, kmod's does its only
+//!   kind of run;
 //! * `modprobe --show-depends` and `modinfo -F firmware`, one process per query, over a
 //!   fixed set of module names and aliases of the 6.12 tree (both tools on the indexes
 //!   kmod's depmod wrote). The row reports the cost per call. It is skipped with a note when
@@ -461,32 +462,73 @@ fn extension(name: &str) -> &str {
     name.find(".ko").map_or("", |i| &name[i..])
 }
 
-/// Edit number `k` of the incremental row, applied to one copy: touch module A (its link
-/// to the shared file is broken first, so only this copy changes), add a copy of module B
-/// under a new name, remove module C (first edit) or the module added by the previous edit.
-fn edit(c: &Copies, root: &Path, k: usize) -> Result<(), String> {
+/// What an incremental row changes in both copies before each of its pairs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// Module A's modification time is set to now (same bytes).
+    Touch,
+    /// A copy of module B is added under a new name (the tree grows by one each pair).
+    Add,
+    /// One module is removed (a different one each pair, all past the middle of the tree).
+    Remove,
+    /// All three at once: A touched, a copy of B added, and module C (first pair) or the
+    /// copy the previous pair added removed.
+    All,
+}
+
+impl Edit {
+    /// The rows, in the order they run (the modules `Remove` takes are none of A, B, C).
+    const ROWS: [Edit; 4] = [Edit::Touch, Edit::Add, Edit::Remove, Edit::All];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Edit::Touch => "1 touched",
+            Edit::Add => "1 added",
+            Edit::Remove => "1 removed",
+            Edit::All => "1 touched + 1 added + 1 removed",
+        }
+    }
+}
+
+/// Apply edit `kind` for pair `k` to one copy (see [`Edit`]). Module A's link to the
+/// shared file is broken before it is touched, so that only this copy changes.
+fn edit(c: &Copies, root: &Path, kind: Edit, k: usize) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let md = c.moddir(root);
     let n = c.modules.len();
     let (a, b, cc) = (&c.modules[n / 3], &c.modules[n / 2], &c.modules[2 * n / 3]);
+    let tag = if kind == Edit::All { "x" } else { "a" };
     let added = |k: usize| {
         let dir = Path::new(b).parent().unwrap_or(Path::new(""));
         md.join(dir)
-            .join(format!("kmodrs_bench_added_{k}{}", extension(b)))
+            .join(format!("kmodrs_bench_added_{tag}{k}{}", extension(b)))
     };
-    let pa = md.join(a);
-    if k == 0 {
-        let tmp = md.join(format!("{a}.bench-tmp"));
-        fs::copy(&pa, &tmp).map_err(|e| format!("copy {a}: {e}"))?;
-        fs::rename(&tmp, &pa).map_err(|e| format!("rename {a}: {e}"))?;
+    if matches!(kind, Edit::Touch | Edit::All) {
+        let pa = md.join(a);
+        let shared = fs::metadata(&pa).map_err(|e| format!("{a}: {e}"))?.nlink() > 1;
+        if shared {
+            let tmp = md.join(format!("{a}.bench-tmp"));
+            fs::copy(&pa, &tmp).map_err(|e| format!("copy {a}: {e}"))?;
+            fs::rename(&tmp, &pa).map_err(|e| format!("rename {a}: {e}"))?;
+        }
+        fs::File::options()
+            .write(true)
+            .open(&pa)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(|e| format!("touch {a}: {e}"))?;
     }
-    fs::File::options()
-        .write(true)
-        .open(&pa)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
-        .map_err(|e| format!("touch {a}: {e}"))?;
-    fs::copy(md.join(b), added(k)).map_err(|e| format!("add copy of {b}: {e}"))?;
-    let gone = if k == 0 { md.join(cc) } else { added(k - 1) };
-    fs::remove_file(&gone).map_err(|e| format!("remove {}: {e}", gone.display()))?;
+    if matches!(kind, Edit::Add | Edit::All) {
+        fs::copy(md.join(b), added(k)).map_err(|e| format!("add copy of {b}: {e}"))?;
+    }
+    let gone = match kind {
+        Edit::Touch | Edit::Add => None,
+        Edit::Remove => Some(md.join(&c.modules[(2 * n / 3 + 1 + k) % n])),
+        Edit::All if k == 0 => Some(md.join(cc)),
+        Edit::All => Some(added(k - 1)),
+    };
+    if let Some(gone) = gone {
+        fs::remove_file(&gone).map_err(|e| format!("remove {}: {e}", gone.display()))?;
+    }
     Ok(())
 }
 
@@ -609,36 +651,42 @@ fn bench(opts: &Options, refs: &Refs, work: &Path) -> Result<(), String> {
         };
         rows.push(row);
     }
-    // Incremental runs.
+    // Incremental runs: one row per kind of edit (only all three at once with --quick).
+    let edits: &[Edit] = if opts.quick {
+        &[Edit::All]
+    } else {
+        &Edit::ROWS
+    };
     for c in &copies {
-        let mut row = Row::new(
-            format!("depmod {}, 1 touched + 1 added + 1 removed", c.label),
-            1.0,
-        );
-        // Prime our cache (the last full run did, unless its files were too new).
+        // Prime our cache (the last full run did, unless its files were too new); each
+        // row's runs then leave it primed for the next row.
         clean(&c.moddir(&c.ours))?;
         measure(work, &[depmod_cmd(&ours.depmod, &c.ours, &c.kver, &empty)])?;
-        let mut identical = true;
-        for p in 0..pairs {
-            log(&format!(
-                "{}: incremental run, pair {}/{pairs}",
-                c.label,
-                p + 1
-            ));
-            edit(c, &c.ours, p)?;
-            edit(c, &c.kmod, p)?;
-            let s = measure(work, &[depmod_cmd(&ours.depmod, &c.ours, &c.kver, &empty)])?;
-            row.ours.push(s);
-            let s = measure(work, &[depmod_cmd(&kmod_depmod, &c.kmod, &c.kver, &empty)])?;
-            row.kmod.push(s);
-            identical &= same_outputs(c)?;
+        for &kind in edits {
+            let mut row = Row::new(format!("depmod {}, {}", c.label, kind.describe()), 1.0);
+            let mut identical = true;
+            for p in 0..pairs {
+                log(&format!(
+                    "{}: incremental run ({}), pair {}/{pairs}",
+                    c.label,
+                    kind.describe(),
+                    p + 1
+                ));
+                edit(c, &c.ours, kind, p)?;
+                edit(c, &c.kmod, kind, p)?;
+                let s = measure(work, &[depmod_cmd(&ours.depmod, &c.ours, &c.kver, &empty)])?;
+                row.ours.push(s);
+                let s = measure(work, &[depmod_cmd(&kmod_depmod, &c.kmod, &c.kver, &empty)])?;
+                row.kmod.push(s);
+                identical &= same_outputs(c)?;
+            }
+            row.note = if identical {
+                "outputs identical".into()
+            } else {
+                "OUTPUTS DIFFER".into()
+            };
+            rows.push(row);
         }
-        row.note = if identical {
-            "outputs identical".into()
-        } else {
-            "OUTPUTS DIFFER".into()
-        };
-        rows.push(row);
     }
     // Runtime tools, per call.
     if let Some(c) = copies.iter().find(|c| c.label == RUNTIME_TREE) {
