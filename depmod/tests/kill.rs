@@ -154,6 +154,7 @@ fn temp_files(md: &Path) -> Vec<String> {
         .filter(|n| {
             !OUTPUT_FILES.contains(&n.as_str())
                 && n != CACHE_FILE
+                && n != modcore::depmod::uptodate::RECORD_FILE
                 && !matches!(
                     n.as_str(),
                     "modules.order" | "modules.builtin" | "modules.builtin.modinfo" | "kernel"

@@ -98,6 +98,12 @@ impl Creation {
 /// regular file (not a link, no other name) with these contents, and the owner and
 /// permissions a new file gets (`new`)?
 pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
+    holds_exactly_stat(path, data, new).is_some()
+}
+
+/// [`holds_exactly`], giving the file's metadata (as found when it was opened) when it
+/// does.
+pub fn holds_exactly_stat(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Metadata> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     // (O_NONBLOCK: a FIFO by that name must not make the open wait for a writer.)
@@ -106,17 +112,20 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
     else {
-        return false;
+        return None;
     };
-    match f.metadata() {
+    let meta = match f.metadata() {
         Ok(m)
             if m.is_file()
                 && m.nlink() == 1
                 && m.len() == data.len() as u64
                 && m.mode() & 0o7777 == new.mode
-                && (m.uid(), m.gid()) == (new.uid, new.gid) => {}
-        _ => return false,
-    }
+                && (m.uid(), m.gid()) == (new.uid, new.gid) =>
+        {
+            m
+        }
+        _ => return None,
+    };
     // In pieces, stopping at the first that differs (a file of the same size that
     // changed is told apart after a read or two), and to the end: the file must not
     // have grown since the fstat. The last piece first: a file listing modules in
@@ -127,7 +136,7 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
         let at = data.len() - COMPARE_CHUNK;
         match f.read_exact_at(&mut old, at as u64) {
             Ok(()) if old[..] == data[at..] => {}
-            _ => return false,
+            _ => return None,
         }
     }
     let mut rest = data;
@@ -136,13 +145,13 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
         let got = match f.read(&mut old[..want.max(1)]) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+            Err(_) => return None,
         };
         if got == 0 {
-            return rest.is_empty();
+            return rest.is_empty().then_some(meta);
         }
         if got > rest.len() || old[..got] != rest[..got] {
-            return false;
+            return None;
         }
         rest = &rest[got..];
     }
@@ -179,7 +188,8 @@ pub fn prepare_started(
     Ok(Prepared {
         tmp_path,
         final_path,
-        unsynced: Some(f),
+        file: Some(f),
+        sync_pending: true,
         committed: false,
     })
 }
@@ -245,20 +255,29 @@ fn prepare(
     let mut w = io::BufWriter::with_capacity(256 << 10, f);
     let res = fill(&mut w)
         .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
-        .and_then(|f| if sync { f.sync_all() } else { Ok(()) });
-    if let Err(source) = res {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(WriteError::Write {
-            path: final_path,
-            source,
+        .and_then(|f| {
+            if sync {
+                f.sync_all().map(|()| f)
+            } else {
+                Ok(f)
+            }
         });
+    match res {
+        Ok(f) => Ok(Prepared {
+            tmp_path,
+            final_path,
+            file: Some(f),
+            sync_pending: false,
+            committed: false,
+        }),
+        Err(source) => {
+            let _ = fs::remove_file(&tmp_path);
+            Err(WriteError::Write {
+                path: final_path,
+                source,
+            })
+        }
     }
-    Ok(Prepared {
-        tmp_path,
-        final_path,
-        unsynced: None,
-        committed: false,
-    })
 }
 
 /// A complete temporary file waiting to be renamed over its final name: synced, or (from
@@ -267,8 +286,10 @@ fn prepare(
 pub struct Prepared {
     tmp_path: PathBuf,
     final_path: PathBuf,
-    /// The file, when its fsync is still to come.
-    unsynced: Option<File>,
+    /// The file, open until it is renamed.
+    file: Option<File>,
+    /// Its fsync is still to come (just before the rename).
+    sync_pending: bool,
     committed: bool,
 }
 
@@ -284,23 +305,36 @@ impl Prepared {
     /// a rename over a large file (on a file system mounted with `discard` each freed
     /// range is also trimmed), so a caller renaming several files in a fixed order can
     /// do the frees on other threads and keep the renames short.
-    pub fn commit_holding(mut self) -> Result<Option<File>, WriteError> {
+    pub fn commit_holding(self) -> Result<Option<File>, WriteError> {
+        self.commit_holding_stat().map(|(old, _)| old)
+    }
+
+    /// [`commit_holding`](Self::commit_holding), also giving the new file's metadata as
+    /// it is just after the rename (of this very file, whatever has since taken its name;
+    /// `None` if it cannot be had).
+    pub fn commit_holding_stat(
+        mut self,
+    ) -> Result<(Option<File>, Option<fs::Metadata>), WriteError> {
         let old = OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
             .open(&self.final_path)
             .ok();
         self.rename()?;
-        Ok(old)
+        let meta = self.file.take().and_then(|f| f.metadata().ok());
+        Ok((old, meta))
     }
 
     fn rename(&mut self) -> Result<(), WriteError> {
-        if let Some(f) = self.unsynced.take() {
-            // Left uncommitted: dropping `self` removes the temporary file.
-            f.sync_all().map_err(|source| WriteError::Write {
-                path: self.final_path.clone(),
-                source,
-            })?;
+        if self.sync_pending {
+            if let Some(f) = &self.file {
+                // Left uncommitted: dropping `self` removes the temporary file.
+                f.sync_all().map_err(|source| WriteError::Write {
+                    path: self.final_path.clone(),
+                    source,
+                })?;
+            }
+            self.sync_pending = false;
         }
         self.committed = true;
         fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {

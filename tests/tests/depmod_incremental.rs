@@ -7,6 +7,7 @@
 //! each test builds its tree and then waits that long once before the edits start.
 
 use modcore::depmod::cache::{self, CACHE_FILE};
+use modcore::depmod::uptodate;
 use modcore::depmod::{self, DepmodOptions, NoProgress, Summary, OUTPUT_FILES};
 use modcore::diag::{Collect, Level};
 use std::fs::{self, File, FileTimes};
@@ -119,6 +120,11 @@ impl Tree {
             t.write(id);
         }
         fs::write(t.moddir().join("modules.builtin"), "kernel/fs/ext4.ko\n").expect("builtin");
+        fs::write(
+            t.moddir().join("modules.builtin.modinfo"),
+            b"ext4.alias=fs-ext4\0ext4.alias=ext3\0",
+        )
+        .expect("builtin.modinfo");
         t
     }
 
@@ -204,6 +210,14 @@ impl Tree {
             !full_dir.join(CACHE_FILE).exists(),
             "{what}: --no-cache wrote a cache"
         );
+        assert!(
+            !full_dir.join(uptodate::RECORD_FILE).exists(),
+            "{what}: --no-cache recorded its outputs"
+        );
+        assert!(
+            !full.outputs_up_to_date,
+            "{what}: --no-cache trusted a record"
+        );
         // Debug-level notes (a cache that could not be written) are not part of the output.
         let msgs = |c: &Collect| -> Vec<String> {
             c.0.iter()
@@ -259,10 +273,19 @@ fn random_edits_match_full_runs() {
     assert!(t.cache_path().exists(), "settled modules are cached");
     let s = t.check("unchanged tree");
     assert_eq!(s.from_cache, t.live().len(), "every module from the cache");
+    assert!(
+        s.outputs_up_to_date,
+        "nothing changed: the outputs are up to date"
+    );
 
     let mut hits = 0;
+    let mut up_to_date = 0;
     for round in 0..60 {
         let live = t.live();
+        // Only a touch, or a replacement by the same bytes under the same name, leaves
+        // every input of the outputs as it was (the others change a module's data, path
+        // or presence).
+        let mut same_inputs = false;
         let what = match rng.below(7) {
             // Add a module (new id, may be needed by later edits).
             0 => {
@@ -286,6 +309,7 @@ fn random_edits_match_full_runs() {
             2 => {
                 let id = live[rng.below(live.len())];
                 set_mtime(&t.path(id), SystemTime::now());
+                same_inputs = true;
                 format!("round {round}: touch m{id:03}")
             }
             // Same size, new content, old mtime restored: only ctime tells.
@@ -358,6 +382,7 @@ fn random_edits_match_full_runs() {
                     fs::remove_file(&p).expect("remove old name");
                 }
                 fs::rename(&tmp, &new).expect("rename into place");
+                same_inputs = new == p;
                 format!(
                     "round {round}: replace m{id:03} ({old} -> {})",
                     new.display()
@@ -366,8 +391,105 @@ fn random_edits_match_full_runs() {
         };
         let s = t.check(&what);
         hits += s.from_cache;
+        assert_eq!(
+            s.outputs_up_to_date, same_inputs,
+            "{what}: outputs up to date?"
+        );
+        up_to_date += usize::from(s.outputs_up_to_date);
     }
     assert!(hits > 0, "the cache was used");
+    assert!(up_to_date > 0, "some runs found the outputs up to date");
+}
+
+/// Outputs are left as they are only while every one of them is the very file the run
+/// that recorded them left, and every input is as it was; anything else, and they are
+/// made again (and equal a full run's, diagnostics included).
+#[test]
+fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
+    let mut rng = Rng(5);
+    let t = Tree::new(12, &mut rng);
+    settle();
+    t.check("populate");
+    let record = t.moddir().join(uptodate::RECORD_FILE);
+    assert!(record.exists(), "the outputs are recorded");
+    let s = t.check("unchanged");
+    assert!(s.outputs_up_to_date);
+    // modules.dep is written all the same (`depmod -A` goes by its mtime).
+    let dep = t.moddir().join("modules.dep");
+    let dep_ino = fs::metadata(&dep).expect("stat").ino();
+    assert!(t.check("unchanged again").outputs_up_to_date);
+    assert_ne!(
+        fs::metadata(&dep).expect("stat").ino(),
+        dep_ino,
+        "modules.dep rewritten"
+    );
+
+    // An output rewritten in place, same size, its mtime put back.
+    let alias = t.moddir().join("modules.alias");
+    let old = fs::read(&alias).expect("read");
+    let when = mtime(&alias);
+    let mut changed = old.clone();
+    let last = changed.len() - 2;
+    changed[last] ^= 0x01;
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&alias, &changed).expect("rewrite");
+    set_mtime(&alias, when);
+    assert!(!t.check("an output edited").outputs_up_to_date);
+    assert_eq!(fs::read(&alias).expect("read"), old, "made again");
+    assert!(t.check("recorded again").outputs_up_to_date);
+
+    // An output removed, or replaced by a link to an equal file.
+    fs::remove_file(t.moddir().join("modules.symbols.bin")).expect("rm");
+    assert!(!t.check("an output removed").outputs_up_to_date);
+    let softdep = t.moddir().join("modules.softdep");
+    let copy = t.moddir().join("softdep.copy");
+    fs::copy(&softdep, &copy).expect("copy");
+    fs::remove_file(&softdep).expect("rm");
+    std::os::unix::fs::symlink(&copy, &softdep).expect("symlink");
+    assert!(!t.check("an output replaced by a link").outputs_up_to_date);
+    assert!(t.check("recorded again").outputs_up_to_date);
+
+    // An input of the builtin indexes changed.
+    let builtin = t.moddir().join("modules.builtin.modinfo");
+    fs::write(&builtin, b"ext4.alias=fs-ext4\0").expect("write");
+    assert!(!t.check("builtin.modinfo changed").outputs_up_to_date);
+    fs::remove_file(&builtin).expect("rm");
+    // Made, with the warning a full run gives, and not recorded: the next run warns again.
+    assert!(!t.check("builtin.modinfo missing").outputs_up_to_date);
+    assert!(!t.check("builtin.modinfo still missing").outputs_up_to_date);
+    fs::write(&builtin, b"ext4.alias=fs-ext4\0").expect("write");
+    t.check("builtin.modinfo back");
+    assert!(t.check("recorded again").outputs_up_to_date);
+
+    // Another option that shapes the files: the layout, or duplicate warnings.
+    let mut o = t.opts();
+    o.layout = modcore::index::Layout::PreOrder;
+    assert!(!t.run(&o).0.outputs_up_to_date, "another layout");
+    assert!(!t.check("the layout back").outputs_up_to_date);
+    let mut o = t.opts();
+    o.warn_dups = true;
+    assert!(!t.run(&o).0.outputs_up_to_date, "duplicate warnings");
+    t.check("warnings off again");
+    assert!(t.check("recorded again").outputs_up_to_date);
+
+    // A damaged or foreign record is ignored.
+    let good = fs::read(&record).expect("record");
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    for (what, bytes) in [
+        ("a damaged record", flipped),
+        ("a truncated record", good[..good.len() - 9].to_vec()),
+        ("an empty record", Vec::new()),
+    ] {
+        fs::write(&record, &bytes).expect("damage");
+        assert!(!t.check(what).outputs_up_to_date, "{what}");
+        assert_eq!(
+            fs::read(&record).expect("record"),
+            good,
+            "{what}: recorded again"
+        );
+    }
+    assert!(t.check("intact record").outputs_up_to_date);
 }
 
 #[test]

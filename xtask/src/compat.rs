@@ -77,8 +77,9 @@ pub const DEPMOD_OUTPUTS: [&str; 10] = [
 /// Written by us (kmod 33+ behaviour) but never by kmod 30.
 pub const DEPMOD_OURS_ONLY: [&str; 1] = ["modules.weakdep"];
 /// Our incremental cache (modcore::depmod::cache): written only when the module files are
-/// old enough, so it may or may not be there; it is not an output to compare.
-const OURS_CACHE: &str = "modules.depmod.cache";
+/// old enough, so it may or may not be there; it is not an output to compare. Nor is the
+/// record of the outputs beside it (modcore::depmod::uptodate).
+const OURS_CACHE: [&str; 2] = ["modules.depmod.cache", "modules.depmod.outputs"];
 /// depmod inputs kept when copying a tree; every other top-level `modules.*` is dropped.
 const DEPMOD_INPUTS: [&str; 3] = [
     "modules.order",
@@ -677,7 +678,7 @@ fn depmod_section(
             let known = DEPMOD_OUTPUTS.contains(&n.as_str())
                 || DEPMOD_OURS_ONLY.contains(&n.as_str())
                 || DEPMOD_INPUTS.contains(&n.as_str())
-                || (who == "ours" && n == OURS_CACHE)
+                || (who == "ours" && OURS_CACHE.contains(&n.as_str()))
                 || !n.starts_with("modules.");
             if !known {
                 unexpected.push(format!("{who}: {n}"));

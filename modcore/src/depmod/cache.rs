@@ -6,9 +6,10 @@
 //! nothing of the dependency graph or the outputs)
 //! keyed by the module's path and [`FileKey`]: device, inode, size, mtime and ctime with
 //! nanoseconds. A later run stats every module and takes the cached data only when the
-//! key matches exactly; any other module is read again, and every output is always
-//! rebuilt from the full module list, so the outputs are byte for byte those of a run
-//! without the cache.
+//! key matches exactly; any other module is read again, and every output is made from
+//! the full module list (or left as it is when nothing it is made from changed, see
+//! `depmod::uptodate`), so the outputs are byte for byte those of a run without the
+//! cache.
 //!
 //! Why the key is enough: replacing a file (package managers rename a new file over the
 //! old one) gives a new inode; writing to it changes mtime and ctime; `touch -m`/`utimensat`
@@ -51,6 +52,7 @@
 //!                   export count u32, (name id u32, crc u64)*
 //!                   need count u32, (name id u32, crc u64, weak u8)*
 //!          aliases: complete u8, count u32, (entry u32, alias u32)*   (zeros unless complete)
+//!          hashes:  u64 per entry, in entry order (see [`data_hash`])
 //! trailer  checksum u64 over header and payload
 //! ```
 //!
@@ -69,6 +71,10 @@
 //! 0, and the pairs all zero, when some alias is malformed and left out of the index).
 //! A run inserts the aliases of the unchanged modules into the index in that order,
 //! those of the others merged in, and the index writer then finds them sorted already.
+//!
+//! Each entry's data also has a hash ([`data_hash`], computed when the module was read):
+//! a run sums the hashes of all its modules, cached or read afresh, into the fingerprint
+//! of its outputs' inputs (see `depmod::uptodate`).
 
 use super::view::ModView;
 use crate::module::{Export, ModuleData, Need};
@@ -86,8 +92,9 @@ pub const CACHE_FILE: &str = "modules.depmod.cache";
 const MAGIC: &[u8; 20] = b"KMODRS-DEPMOD-CACHE\n";
 /// Bump when the layout or the meaning of the stored data changes (2: only the `.modinfo`
 /// entries depmod uses; 3: directory listings, four-lane checksum; 4: symbol names in a
-/// sorted table, referred to by id; the order of the aliases in the alias index).
-pub const FORMAT_VERSION: u32 = 4;
+/// sorted table, referred to by id; the order of the aliases in the alias index; 5: a
+/// hash of each entry's data).
+pub const FORMAT_VERSION: u32 = 5;
 /// Our crate version: a cache written by another build is not trusted.
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Files whose mtime or ctime is this close to the start of the run (or later) are not
@@ -135,7 +142,8 @@ impl FileKey {
         (self.mtime, self.mtime_nsec) < limit && (self.ctime, self.ctime_nsec) < limit
     }
 
-    fn words(&self) -> [u64; 7] {
+    /// The key as seven words (as stored).
+    pub fn words(&self) -> [u64; 7] {
         [
             self.dev,
             self.ino,
@@ -147,7 +155,8 @@ impl FileKey {
         ]
     }
 
-    fn from_words(w: [u64; 7]) -> FileKey {
+    /// The key from the words [`words`](Self::words) gave.
+    pub fn from_words(w: [u64; 7]) -> FileKey {
         FileKey {
             dev: w[0],
             ino: w[1],
@@ -305,6 +314,8 @@ pub struct Cache {
     dirs: PathIndex,
     /// The aliases section, when complete.
     alias_order: Vec<(u32, u32)>,
+    /// Where the hashes section starts (one u64 per entry, checked to fit).
+    hashes: usize,
 }
 
 /// Where each name of the name table is in the file: (start, length), in id order.
@@ -451,6 +462,8 @@ pub struct Body {
     exports: usize,
     needs: usize,
     counts: [u32; 3],
+    /// The entry's [`data_hash`].
+    hash: u64,
 }
 
 impl Body {
@@ -501,6 +514,7 @@ impl Body {
             exports: at[1],
             needs: at[2],
             counts,
+            hash: 0,
         })
     }
 
@@ -525,6 +539,11 @@ impl Body {
     /// in the module documentation).
     pub fn ordinal(&self) -> u32 {
         self.ordinal
+    }
+
+    /// The [`data_hash`] stored with the entry (worked out when the module was read).
+    pub fn data_hash(&self) -> u64 {
+        self.hash
     }
 
     /// The name table the body's name ids refer to.
@@ -682,10 +701,13 @@ impl Cache {
             let names = name_spans(&mut r).ok_or(Rejected::Malformed)?;
             let index = index_records(&mut r, head.count, &|_| true)?;
             let alias_order = alias_order(&mut r, head.count).ok_or(Rejected::Malformed)?;
+            let hashes = r.pos;
+            let hashes_len = head.count.checked_mul(8).ok_or(Rejected::Malformed)?;
+            r.bytes(hashes_len).ok_or(Rejected::Malformed)?;
             if r.pos != payload_end {
                 return Err(Rejected::Malformed);
             }
-            Ok((names, index, dirs, alias_order))
+            Ok((names, index, dirs, alias_order, hashes))
         };
         // (A thread of its own, not the pool: idle pool workers spin for a while, which
         // the tree walk that follows would pay for.)
@@ -703,13 +725,14 @@ impl Cache {
         if sum != u64::from_le_bytes(trailer) {
             return Err(Rejected::BadChecksum);
         }
-        let (names, index, dirs, alias_order) = indexed?;
+        let (names, index, dirs, alias_order, hashes) = indexed?;
         Ok(Cache {
             data,
             names: names.into(),
             index,
             dirs,
             alias_order,
+            hashes,
         })
     }
 
@@ -762,13 +785,17 @@ impl Cache {
             return None;
         }
         let (start, len) = slot.body;
-        Body::new(
+        let at = self.hashes.checked_add(8 * slot.ordinal as usize)?;
+        let hash = le_u64(self.data.get(at..at.checked_add(8)?)?);
+        let mut body = Body::new(
             &self.data,
             &self.names,
             slot.ordinal,
             start,
             start.checked_add(len)?,
-        )
+        )?;
+        body.hash = hash;
+        Some(body)
     }
 }
 
@@ -783,7 +810,7 @@ pub struct Entry<'a> {
 pub fn encode(entries: &[Entry<'_>], dirs: &[DirRecord<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
-    let _ = write_to(&mut out, entries, dirs, Aliases::Unknown);
+    let _ = write_to(&mut out, entries, dirs, Aliases::Unknown, None);
     out
 }
 
@@ -938,6 +965,7 @@ pub fn write_to(
     entries: &[Entry<'_>],
     dirs: &[DirRecord<'_>],
     aliases: Aliases<'_>,
+    hashes: Option<&[u64]>,
 ) -> std::io::Result<()> {
     // The directories, the name table, the modules and the aliases; every record its
     // path, its key (7 x u64) and a sized listing or body.
@@ -955,6 +983,7 @@ pub fn write_to(
     let payload: usize = plan.len()
         + 5
         + 8 * alias_count
+        + 8 * entries.len()
         + entries
             .iter()
             .map(|e| record_len(e.path, body_len(e.data)))
@@ -1039,8 +1068,64 @@ pub fn write_to(
         None => buf.resize(buf.len() + 8 * alias_count, 0),
     }
     out.put(&buf)?;
+    // The entries' data hashes: as the caller worked them out, or worked out here.
+    buf.clear();
+    for (n, e) in entries.iter().enumerate() {
+        let h = match hashes.and_then(|h| h.get(n)) {
+            Some(&h) => h,
+            None => view_hash(e.data),
+        };
+        buf.extend_from_slice(&h.to_le_bytes());
+    }
+    out.put(&buf)?;
     let sum = out.sum.finish();
     out.w.write_all(&sum.to_le_bytes())
+}
+
+/// A hash of a module's data as depmod uses it (every `.modinfo` entry, export and need,
+/// in order, each field length-prefixed): equal data, equal hash. Not keyed: it must be the
+/// same in every process (it is stored), and it only has to tell apart the data of one
+/// module file from one run to the next, never to stand up to a forger (whoever can write
+/// module files is root).
+pub fn data_hash(d: &ModuleData) -> u64 {
+    // Laid out in one buffer (reused by the thread), then summed in one go.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        put_u32(&mut b, d.modinfo.len() as u32);
+        for (k, v) in &d.modinfo {
+            put_bytes(&mut b, k);
+            put_bytes(&mut b, v);
+        }
+        put_u32(&mut b, d.exports.len() as u32);
+        for x in &d.exports {
+            put_bytes(&mut b, &x.name);
+            b.extend_from_slice(&x.crc.to_le_bytes());
+        }
+        put_u32(&mut b, d.needs.len() as u32);
+        for n in &d.needs {
+            put_bytes(&mut b, &n.name);
+            b.extend_from_slice(&n.crc.to_le_bytes());
+            b.push(u8::from(n.weak));
+        }
+        let h = checksum(&b);
+        // A huge module's buffer is not kept.
+        if b.capacity() > 1 << 20 {
+            *b = Vec::new();
+        }
+        h
+    })
+}
+
+/// The [`data_hash`] of a module to store: a cached body's own, or worked out.
+pub fn view_hash(d: ModView<'_>) -> u64 {
+    match d {
+        ModView::Cached(b) => b.data_hash(),
+        ModView::Data(d) => data_hash(d),
+    }
 }
 
 /// A cache file around `payload` (entries and directories as [`write_to`] lays them
@@ -1801,7 +1886,7 @@ mod tests {
         let want = vec![(3, 1), (2, 0), (0, 2), (2, 1), (3, 0), (0, 1), (0, 0)];
         let written = |aliases: Aliases<'_>| {
             let mut out = Vec::new();
-            write_to(&mut out, &entries, &[], aliases).unwrap();
+            write_to(&mut out, &entries, &[], aliases, None).unwrap();
             Cache::parse(out).unwrap()
         };
         assert_eq!(

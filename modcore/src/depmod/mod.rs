@@ -10,6 +10,7 @@ pub mod graph;
 pub mod kernelsyms;
 pub mod output;
 pub mod read;
+pub mod uptodate;
 pub mod view;
 pub mod walk;
 
@@ -192,6 +193,9 @@ pub struct Summary {
     pub from_cache: usize,
     /// Directories whose listing was taken from the incremental cache instead of read.
     pub dirs_from_cache: usize,
+    /// Every output but modules.dep was found up to date (see [`uptodate`]) and left as
+    /// it was, not made again.
+    pub outputs_up_to_date: bool,
     /// When each step of the run ended, counted from its start (for `DEPMOD_TIMINGS`).
     pub phases: Vec<(&'static str, std::time::Duration)>,
 }
@@ -484,21 +488,31 @@ pub fn run(
     let dep_lines = out.dep_lines();
     phases.mark("dependencies sorted");
 
-    // Produce the files concurrently; diagnostics are replayed in file order, just before
-    // each file is written, so stderr reads exactly as if they were made one by one.
-    let read_input = |name: &str, sink: &mut dyn Sink| -> Option<Vec<u8>> {
+    // The two input files of the builtin indexes, read once (for the fingerprint too).
+    let read_builtin = |name: &str| {
         let mut p = moddir.clone();
         p.push(b'/');
         p.extend_from_slice(name.as_bytes());
-        match std::fs::read(bytes_path(&p)) {
-            Ok(d) => Some(d),
+        std::fs::read(bytes_path(&p))
+    };
+    let builtin = read_builtin("modules.builtin");
+    let builtin_modinfo = read_builtin("modules.builtin.modinfo");
+    // Produce the files concurrently; diagnostics are replayed in file order, just before
+    // each file is written, so stderr reads exactly as if they were made one by one.
+    let read_input = |name: &str, sink: &mut dyn Sink| -> Option<&[u8]> {
+        let read = match name {
+            "modules.builtin" => &builtin,
+            _ => &builtin_modinfo,
+        };
+        match read {
+            Ok(d) => Some(d.as_slice()),
             Err(e) => {
                 sink.emit(
                     Level::Warning,
                     format!(
                         "could not open {name} at {}: {}",
                         show(&moddir),
-                        crate::errno_text(&e)
+                        crate::errno_text(e)
                     ),
                 );
                 None
@@ -532,12 +546,12 @@ pub fn run(
             "modules.symbols" => Ok(out.modules_symbols()),
             "modules.symbols.bin" => out.modules_symbols_bin().map_err(|e| ixerr(name, e)),
             "modules.builtin.bin" => read_input("modules.builtin", sink)
-                .map(|d| output::builtin_bin(&d, opts.layout, sink))
+                .map(|d| output::builtin_bin(d, opts.layout, sink))
                 .transpose()
                 .map_err(|e| ixerr(name, e))
                 .map(Option::unwrap_or_default),
             "modules.builtin.alias.bin" => read_input("modules.builtin.modinfo", sink)
-                .map(|d| output::builtin_alias_bin(&d, opts.layout, sink))
+                .map(|d| output::builtin_alias_bin(d, opts.layout, sink))
                 .transpose()
                 .map_err(|e| ixerr(name, e))
                 .map(Option::unwrap_or_default),
@@ -565,6 +579,7 @@ pub fn run(
         stdout.flush().map_err(DepmodError::Stdout)?;
         return Ok(Summary {
             up_to_date: false,
+            outputs_up_to_date: false,
             modules: mods.len(),
             unreadable,
             from_cache,
@@ -581,6 +596,21 @@ pub fn run(
             err: crate::errno_text(&e),
         })?;
     }
+    // Outputs known to be up to date (see `uptodate`): every input of the files the same
+    // as when the files in place were made, and those very files still there. Only a run
+    // with the cache, no kernel symbol list and every module read counts.
+    let recorded: Vec<&str> = OUTPUT_FILES
+        .iter()
+        .copied()
+        .filter(|n| *n != "modules.dep")
+        .collect();
+    let fingerprint =
+        (use_cache && opts.symvers.is_none() && opts.filesyms.is_none() && unreadable == 0)
+            .then(|| fingerprint_of(opts, &mods, &results, &builtin, &builtin_modinfo))
+            .flatten();
+    let up_to_date = fingerprint.is_some_and(|f| {
+        uptodate::load(&outdir_path).is_some_and(|r| r.holds(f, &outdir_path, &recorded))
+    });
     // The new cache is written (not yet renamed into place) while the outputs are made.
     let cache_job = use_cache.then(|| {
         let (dir, ordered) = (outdir_path.clone(), ordered.clone());
@@ -591,6 +621,7 @@ pub fn run(
                 cached_entries,
                 run_start,
                 aliases: alias_rx,
+                no_alias_index: up_to_date,
             };
             prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
         })
@@ -606,18 +637,25 @@ pub fn run(
     let suffix = fsio::temp_suffix();
     let creation = fsio::Creation::in_dir(&outdir_path);
     let make = |name: &'static str| -> Made {
+        if up_to_date && name != "modules.dep" {
+            // Left as it is (and so is the record that says so).
+            return Made {
+                job: Ok(Ok(Output::Kept(None))),
+                diags: Collect::default(),
+            };
+        }
         let p = produce(name);
         let job = p.data.map(|data| {
             let dir = &outdir_path;
             let unchanged = |new: &fsio::Creation| {
-                data.len() <= UNCHANGED_CHECK_MAX
-                    && name != "modules.dep"
-                    && fsio::holds_exactly(&dir.join(name), &data, new)
+                (data.len() <= UNCHANGED_CHECK_MAX && name != "modules.dep")
+                    .then(|| fsio::holds_exactly_stat(&dir.join(name), &data, new))
+                    .flatten()
             };
-            if creation.as_ref().is_some_and(unchanged) {
-                return Ok(None);
+            if let Some(meta) = creation.as_ref().and_then(unchanged) {
+                return Ok(Output::Kept(Some(FileKey::of(&meta))));
             }
-            fsio::prepare_started(dir, name, &suffix, &data).map(Some)
+            fsio::prepare_started(dir, name, &suffix, &data).map(Output::New)
         });
         Made {
             job,
@@ -625,6 +663,10 @@ pub fn run(
         }
     };
     let mut freeing = Freeing::default();
+    // No output had anything to say (else the record is not kept: the next run must say
+    // it again). The stat key of each file this run made or found holding its bytes.
+    let mut quiet = true;
+    let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
         // The alias index is the biggest single job (about 40% of the work on a real
@@ -676,11 +718,17 @@ pub fn run(
                 drop(m.job);
                 continue;
             }
+            quiet &= m.diags.0.is_empty();
             m.diags.replay(sink);
             written = m.job.and_then(|job| {
-                if let Some(prepared) = job? {
-                    freeing.drop_later(prepared.commit_holding()?);
-                }
+                keys[i] = match job? {
+                    Output::New(prepared) => {
+                        let (replaced, meta) = prepared.commit_holding_stat()?;
+                        freeing.drop_later(replaced);
+                        meta.map(|m| FileKey::of(&m))
+                    }
+                    Output::Kept(key) => key,
+                };
                 Ok(())
             });
         }
@@ -702,6 +750,25 @@ pub fn run(
         })
     });
     written?;
+    // The outputs just made, and what they were made from, for the next run.
+    // (The keys are those of the files this run put or found in place, not of whatever
+    // has their names now: a concurrent run may have renamed its own files over them.)
+    if let (Some(fingerprint), false, true) = (fingerprint, up_to_date, quiet) {
+        let files: Option<Vec<(String, FileKey)>> = OUTPUT_FILES
+            .iter()
+            .zip(&keys)
+            .filter(|(n, _)| recorded.contains(n))
+            .map(|(&n, k)| k.map(|k| (n.to_string(), k)))
+            .collect();
+        let stored = match files {
+            Some(files) => uptodate::store(&outdir_path, &uptodate::Record { fingerprint, files })
+                .map_err(|e| e.to_string()),
+            None => Err("an output file could not be stat'ed".into()),
+        };
+        if let Err(e) = stored {
+            sink.emit(Level::Debug, format!("could not record the outputs: {e}"));
+        }
+    }
     if let Some(Some(res)) = cache_done {
         match res.and_then(fsio::Prepared::commit_holding) {
             Ok(replaced) => freeing.drop_later(replaced),
@@ -715,6 +782,7 @@ pub fn run(
     freeing.wait();
     phases.mark("cache written");
     let summary = Summary {
+        outputs_up_to_date: up_to_date,
         up_to_date: false,
         modules: mods.len(),
         unreadable,
@@ -727,6 +795,34 @@ pub fn run(
     Ok(summary)
 }
 
+/// The fingerprint of the outputs' inputs (see [`uptodate`]): the program, the options
+/// that shape the files, the builtin lists, and every module (name, path as written, data
+/// hash) in module order. `None` when a part cannot be known (no executable to stat, a
+/// builtin list that could not be read).
+fn fingerprint_of(
+    opts: &DepmodOptions,
+    mods: &[OutModule<'_>],
+    results: &[Got],
+    builtin: &std::io::Result<Vec<u8>>,
+    builtin_modinfo: &std::io::Result<Vec<u8>>,
+) -> Option<u64> {
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    let mut f = uptodate::Fingerprint::default();
+    f.key(&FileKey::of(&exe));
+    f.bytes(format!("{:?}", opts.layout).as_bytes());
+    f.u64(u64::from(opts.warn_dups));
+    f.u64(opts.prefix.map_or(u64::MAX, u64::from));
+    f.bytes(builtin.as_ref().ok()?);
+    f.bytes(builtin_modinfo.as_ref().ok()?);
+    f.u64(mods.len() as u64);
+    for (m, g) in mods.iter().zip(results) {
+        f.bytes(m.modname);
+        f.bytes(m.path);
+        f.u64(g.hash);
+    }
+    Some(f.finish())
+}
+
 /// One output file: written under its temporary name, its writeback started (or why it
 /// could not be made or written), and what its producer reported.
 struct Made {
@@ -735,9 +831,17 @@ struct Made {
 }
 
 /// A file written under its temporary name (synced by its commit, see
-/// [`fsio::prepare_started`]), or `None` when the file in place already holds exactly
-/// the new bytes (see [`UNCHANGED_CHECK_MAX`]).
-type Written = Result<Option<fsio::Prepared>, fsio::WriteError>;
+/// [`fsio::prepare_started`]), or left as it is (see [`Output`]).
+type Written = Result<Output, fsio::WriteError>;
+
+/// What becomes of one output file.
+enum Output {
+    /// Written under its temporary name, to be renamed into place.
+    New(fsio::Prepared),
+    /// Left in place: it holds exactly the new bytes (its stat key as found, see
+    /// [`UNCHANGED_CHECK_MAX`]), or the outputs are up to date (no key: not looked at).
+    Kept(Option<FileKey>),
+}
 
 /// Outputs up to this size that already hold exactly their new bytes are left as they
 /// are (not rewritten, synced and renamed): the check costs an `fstat` when the size
@@ -819,6 +923,8 @@ struct Got {
     res: Result<Data, String>,
     key: Option<FileKey>,
     hit: bool,
+    /// The data's `cache::data_hash` (0 on a run without the cache).
+    hash: u64,
 }
 
 /// Read every module (`ordered` indexes `cands`); the results are in that order.
@@ -843,6 +949,7 @@ fn read_all(
             ..FileKey::default()
         }),
         hit: false,
+        hash: 0,
     };
     let mut slots: Vec<Got> = ordered
         .par_iter()
@@ -862,6 +969,7 @@ fn read_all(
             if let Some(d) = lookup.and_then(|cache| cache.get(path, &key)) {
                 progress.tick();
                 return Got {
+                    hash: d.data_hash(),
                     res: Ok(Data::Cached(d)),
                     key: Some(key),
                     hit: true,
@@ -889,10 +997,10 @@ fn read_all(
                     .retain(|(k, _)| output::MODINFO_KEYS.contains(&k.as_slice()));
             }
             progress.tick();
-            let key = if cache.is_some() {
-                meta.map(|m| FileKey::of(&m))
-            } else {
-                None
+            let (key, hash) = match (cache.is_some(), &res) {
+                (true, Ok(d)) => (meta.map(|m| FileKey::of(&m)), cache::data_hash(d)),
+                (true, Err(_)) => (meta.map(|m| FileKey::of(&m)), 0),
+                (false, _) => (None, 0),
             };
             (
                 k,
@@ -900,6 +1008,7 @@ fn read_all(
                     res: res.map(Data::Read),
                     key,
                     hit: false,
+                    hash,
                 },
             )
         })
@@ -952,6 +1061,9 @@ struct Prior {
     /// The order of this run's alias index (see `Outputs::alias_file_order`), once it is
     /// made; nothing if it is not.
     aliases: std::sync::mpsc::Receiver<Option<Vec<(u32, u32)>>>,
+    /// The alias index is not made (the outputs are up to date): the writer works the
+    /// order out itself.
+    no_alias_index: bool,
 }
 
 /// The new cache with this run's modules (settled, readable ones only) and directory
@@ -1007,11 +1119,12 @@ fn prepare_cache(
     }
     // The alias index's order, its modules numbered as the stored entries: waited for
     // only once everything else of the file is written.
+    let no_alias_index = prior.no_alias_index;
     let mut entry_of = vec![u32::MAX; results.len()];
     for (n, (_, _, at)) in entries.iter().enumerate() {
         entry_of[*at] = n as u32;
     }
-    let aliases = cache::Aliases::Later(Box::new(move || {
+    let later = cache::Aliases::Later(Box::new(move || {
         let order = prior.aliases.recv().ok().flatten()?;
         let stored = order.into_iter().filter_map(|(m, a)| {
             let e = entry_of
@@ -1022,6 +1135,12 @@ fn prepare_cache(
         });
         Some(stored.collect())
     }));
+    let aliases = if no_alias_index {
+        cache::Aliases::Unknown
+    } else {
+        later
+    };
+    let hashes: Vec<u64> = entries.iter().map(|&(_, _, at)| results[at].hash).collect();
     let entries: Vec<cache::Entry<'_>> = entries.into_iter().map(|(e, _, _)| e).collect();
     let dirs: Vec<cache::DirRecord<'_>> = dirs.into_iter().map(|(d, _)| d).collect();
     // Not synced: a cache left incomplete by a crash fails its checksum and is rebuilt.
@@ -1029,7 +1148,7 @@ fn prepare_cache(
         dir,
         cache::CACHE_FILE,
         &fsio::temp_suffix(),
-        |w| cache::write_to(w, &entries, &dirs, aliases),
+        |w| cache::write_to(w, &entries, &dirs, aliases, Some(&hashes)),
     ))
 }
 
