@@ -423,6 +423,24 @@ fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
         dep_ino,
         "modules.dep rewritten"
     );
+    // ... from what it holds, which must be what the record says it made.
+    let dep_bytes = fs::read(&dep).expect("read");
+    let mut edited = dep_bytes.clone();
+    edited.insert(0, b'#');
+    fs::write(&dep, &edited).expect("edit modules.dep");
+    assert!(!t.check("modules.dep edited").outputs_up_to_date);
+    assert_eq!(fs::read(&dep).expect("read"), dep_bytes, "made again");
+    // `-v` prints the edges all the same.
+    let mut verbose = t.opts();
+    verbose.verbose = 1;
+    let (s, _, printed) = t.run(&verbose);
+    assert!(s.outputs_up_to_date);
+    verbose.use_cache = false;
+    verbose.outdir = Some(t.full.as_os_str().as_bytes().to_vec());
+    let (s, _, printed_full) = t.run(&verbose);
+    assert!(!s.outputs_up_to_date);
+    assert!(!printed.is_empty());
+    assert_eq!(printed, printed_full, "-v output");
 
     // An output rewritten in place, same size, its mtime put back.
     let alias = t.moddir().join("modules.alias");

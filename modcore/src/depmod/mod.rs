@@ -408,6 +408,52 @@ pub fn run(
         })
         .collect();
 
+    // The two input files of the builtin indexes, read once (for the fingerprint too).
+    let read_builtin = |name: &str| {
+        let mut p = moddir.clone();
+        p.push(b'/');
+        p.extend_from_slice(name.as_bytes());
+        std::fs::read(bytes_path(&p))
+    };
+    let builtin = read_builtin("modules.builtin");
+    let builtin_modinfo = read_builtin("modules.builtin.modinfo");
+    let outdir = opts.outputdir();
+    let outdir_path = bytes_path(&outdir).to_path_buf();
+    // Outputs known to be up to date (see `uptodate`): every input of the files the same
+    // as when the files in place were made, and those very files still there. Only a
+    // writing run with the cache, no kernel symbol list and every module read counts.
+    // Then modules.dep is written again as it is (its recorded hash checked), and unless
+    // `-v` wants the edges printed, not even the dependency graph is worked out.
+    let out_paths: Vec<&[u8]> = ordered
+        .iter()
+        .map(|&i| cands[i].relpath(&moddir).unwrap_or(&cands[i].path))
+        .collect();
+    let fingerprint = (use_cache
+        && !opts.dry_run
+        && opts.symvers.is_none()
+        && opts.filesyms.is_none()
+        && unreadable == 0)
+        .then(|| {
+            let names = ordered.iter().map(|&i| cands[i].modname.as_slice());
+            let mods = names.zip(out_paths.iter().copied());
+            fingerprint_of(opts, mods, &results, &builtin, &builtin_modinfo)
+        })
+        .flatten();
+    let recorded: Vec<&str> = OUTPUT_FILES
+        .iter()
+        .copied()
+        .filter(|n| *n != "modules.dep")
+        .collect();
+    let dep_as_it_is: Option<Vec<u8>> = fingerprint.and_then(|f| {
+        let record = uptodate::load(&outdir_path)?;
+        if !record.holds(f, &outdir_path, &recorded) {
+            return None;
+        }
+        let dep = std::fs::read(outdir_path.join("modules.dep")).ok()?;
+        (cache::checksum(&dep) == record.dep_hash).then_some(dep)
+    });
+    let up_to_date = dep_as_it_is.is_some();
+
     // Symbols and edges.
     let ropts = ResolveOptions {
         prefix: opts.prefix,
@@ -416,62 +462,68 @@ pub fn run(
         errsyms: opts.errsyms && kernel_symbols.is_some(),
         kernel_symbols,
     };
-    let mut events = Vec::new();
-    let g = DepGraph::build(&datas, &ropts, &mut events);
-    let paths: Vec<&[u8]> = ordered.iter().map(|&i| cands[i].path.as_slice()).collect();
-    for ev in &events {
-        match ev {
-            Event::Edge {
-                user,
-                symbol,
-                owner,
-            } => {
-                if opts.verbose > 0 {
-                    writeln!(
-                        stdout,
-                        "{} needs \"{}\": {}",
-                        show(paths[*user as usize]),
-                        show(symbol),
-                        show(paths[*owner as usize])
-                    )
-                    .map_err(DepmodError::Stdout)?;
+    // (Not worked out when the outputs are up to date and no edge is to be printed.)
+    let graph = if up_to_date && opts.verbose == 0 {
+        None
+    } else {
+        let mut events = Vec::new();
+        let g = DepGraph::build(&datas, &ropts, &mut events);
+        let paths: Vec<&[u8]> = ordered.iter().map(|&i| cands[i].path.as_slice()).collect();
+        for ev in &events {
+            match ev {
+                Event::Edge {
+                    user,
+                    symbol,
+                    owner,
+                } => {
+                    if opts.verbose > 0 {
+                        writeln!(
+                            stdout,
+                            "{} needs \"{}\": {}",
+                            show(paths[*user as usize]),
+                            show(symbol),
+                            show(paths[*owner as usize])
+                        )
+                        .map_err(DepmodError::Stdout)?;
+                    }
                 }
-            }
-            Event::Unknown { module, symbol } => sink.emit(
-                Level::Warning,
-                format!(
-                    "{} needs unknown symbol {}",
-                    show(paths[*module as usize]),
-                    show(symbol)
+                Event::Unknown { module, symbol } => sink.emit(
+                    Level::Warning,
+                    format!(
+                        "{} needs unknown symbol {}",
+                        show(paths[*module as usize]),
+                        show(symbol)
+                    ),
                 ),
-            ),
-            Event::BadCrc { module, symbol } => sink.emit(
-                Level::Warning,
-                format!(
-                    "{} disagrees about version of symbol {}",
-                    show(paths[*module as usize]),
-                    show(symbol)
+                Event::BadCrc { module, symbol } => sink.emit(
+                    Level::Warning,
+                    format!(
+                        "{} disagrees about version of symbol {}",
+                        show(paths[*module as usize]),
+                        show(symbol)
+                    ),
                 ),
-            ),
-        }
-    }
-    phases.mark("symbols resolved");
-    let topo = match g.topo() {
-        Ok(t) => t,
-        Err(stalled) => {
-            let (cycles, count) = g.cycles(&stalled);
-            for c in cycles {
-                let names: Vec<String> = c
-                    .iter()
-                    .map(|&m| show(&cands[ordered[m as usize]].modname).into_owned())
-                    .collect();
-                sink.emit(
-                    Level::Error,
-                    format!("Cycle detected: {}", names.join(" -> ")),
-                );
             }
-            return Err(DepmodError::Cycles(count));
         }
+        phases.mark("symbols resolved");
+        let topo = match g.topo() {
+            Ok(t) => t,
+            Err(stalled) => {
+                let (cycles, count) = g.cycles(&stalled);
+                for c in cycles {
+                    let names: Vec<String> = c
+                        .iter()
+                        .map(|&m| show(&cands[ordered[m as usize]].modname).into_owned())
+                        .collect();
+                    sink.emit(
+                        Level::Error,
+                        format!("Cycle detected: {}", names.join(" -> ")),
+                    );
+                }
+                return Err(DepmodError::Cycles(count));
+            }
+        };
+        Some((g, topo))
     };
 
     let mods: Vec<OutModule<'_>> = ordered
@@ -483,20 +535,12 @@ pub fn run(
             data: *d,
         })
         .collect();
-    let out =
-        Outputs::new(&mods, &g, &topo, opts.layout, opts.warn_dups).with_alias_hint(alias_hint);
-    let dep_lines = out.dep_lines();
+    let out = graph.as_ref().map(|(g, topo)| {
+        Outputs::new(&mods, g, topo, opts.layout, opts.warn_dups).with_alias_hint(alias_hint)
+    });
+    let dep_lines = out.as_ref().map(Outputs::dep_lines);
     phases.mark("dependencies sorted");
 
-    // The two input files of the builtin indexes, read once (for the fingerprint too).
-    let read_builtin = |name: &str| {
-        let mut p = moddir.clone();
-        p.push(b'/');
-        p.extend_from_slice(name.as_bytes());
-        std::fs::read(bytes_path(&p))
-    };
-    let builtin = read_builtin("modules.builtin");
-    let builtin_modinfo = read_builtin("modules.builtin.modinfo");
     // Produce the files concurrently; diagnostics are replayed in file order, just before
     // each file is written, so stderr reads exactly as if they were made one by one.
     let read_input = |name: &str, sink: &mut dyn Sink| -> Option<&[u8]> {
@@ -528,10 +572,17 @@ pub fn run(
     let alias_tx = std::sync::Mutex::new(Some(alias_tx));
     let produce = |name: &str| -> Produced {
         let mut diags = Collect::default();
+        let (Some(out), Some(dep_lines)) = (out.as_ref(), dep_lines.as_ref()) else {
+            // Up to date, no graph: only modules.dep is made, as it was.
+            return Produced {
+                data: Ok(dep_as_it_is.clone().unwrap_or_default()),
+                diags,
+            };
+        };
         let sink: &mut dyn Sink = &mut diags;
         let data = match name {
-            "modules.dep" => Ok(Outputs::modules_dep(&dep_lines)),
-            "modules.dep.bin" => out.modules_dep_bin(&dep_lines).map_err(|e| ixerr(name, e)),
+            "modules.dep" => Ok(Outputs::modules_dep(dep_lines)),
+            "modules.dep.bin" => out.modules_dep_bin(dep_lines).map_err(|e| ixerr(name, e)),
             "modules.alias" => Ok(out.modules_alias()),
             "modules.alias.bin" => {
                 let made = out.modules_alias_bin(sink).map_err(|e| ixerr(name, e));
@@ -588,29 +639,12 @@ pub fn run(
         });
     }
 
-    let outdir = opts.outputdir();
-    let outdir_path = bytes_path(&outdir).to_path_buf();
     if opts.outdir.is_some() {
         std::fs::create_dir_all(&outdir_path).map_err(|e| DepmodError::OutDir {
             path: outdir_path.display().to_string(),
             err: crate::errno_text(&e),
         })?;
     }
-    // Outputs known to be up to date (see `uptodate`): every input of the files the same
-    // as when the files in place were made, and those very files still there. Only a run
-    // with the cache, no kernel symbol list and every module read counts.
-    let recorded: Vec<&str> = OUTPUT_FILES
-        .iter()
-        .copied()
-        .filter(|n| *n != "modules.dep")
-        .collect();
-    let fingerprint =
-        (use_cache && opts.symvers.is_none() && opts.filesyms.is_none() && unreadable == 0)
-            .then(|| fingerprint_of(opts, &mods, &results, &builtin, &builtin_modinfo))
-            .flatten();
-    let up_to_date = fingerprint.is_some_and(|f| {
-        uptodate::load(&outdir_path).is_some_and(|r| r.holds(f, &outdir_path, &recorded))
-    });
     // The new cache is written (not yet renamed into place) while the outputs are made.
     let cache_job = use_cache.then(|| {
         let (dir, ordered) = (outdir_path.clone(), ordered.clone());
@@ -636,6 +670,8 @@ pub fn run(
     // rename is short and the freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();
     let creation = fsio::Creation::in_dir(&outdir_path);
+    // The hash of the modules.dep made, for the record.
+    let dep_hash = std::sync::OnceLock::new();
     let make = |name: &'static str| -> Made {
         if up_to_date && name != "modules.dep" {
             // Left as it is (and so is the record that says so).
@@ -645,6 +681,9 @@ pub fn run(
             };
         }
         let p = produce(name);
+        if let (true, Ok(data)) = (name == "modules.dep", &p.data) {
+            let _ = dep_hash.set(cache::checksum(data));
+        }
         let job = p.data.map(|data| {
             let dir = &outdir_path;
             let unchanged = |new: &fsio::Creation| {
@@ -761,8 +800,14 @@ pub fn run(
             .map(|(&n, k)| k.map(|k| (n.to_string(), k)))
             .collect();
         let stored = match files {
-            Some(files) => uptodate::store(&outdir_path, &uptodate::Record { fingerprint, files })
-                .map_err(|e| e.to_string()),
+            Some(files) => {
+                let record = uptodate::Record {
+                    fingerprint,
+                    dep_hash: dep_hash.get().copied().unwrap_or_default(),
+                    files,
+                };
+                uptodate::store(&outdir_path, &record).map_err(|e| e.to_string())
+            }
             None => Err("an output file could not be stat'ed".into()),
         };
         if let Err(e) = stored {
@@ -799,9 +844,9 @@ pub fn run(
 /// that shape the files, the builtin lists, and every module (name, path as written, data
 /// hash) in module order. `None` when a part cannot be known (no executable to stat, a
 /// builtin list that could not be read).
-fn fingerprint_of(
+fn fingerprint_of<'m>(
     opts: &DepmodOptions,
-    mods: &[OutModule<'_>],
+    mods: impl ExactSizeIterator<Item = (&'m [u8], &'m [u8])>,
     results: &[Got],
     builtin: &std::io::Result<Vec<u8>>,
     builtin_modinfo: &std::io::Result<Vec<u8>>,
@@ -815,9 +860,9 @@ fn fingerprint_of(
     f.bytes(builtin.as_ref().ok()?);
     f.bytes(builtin_modinfo.as_ref().ok()?);
     f.u64(mods.len() as u64);
-    for (m, g) in mods.iter().zip(results) {
-        f.bytes(m.modname);
-        f.bytes(m.path);
+    for ((name, path), g) in mods.zip(results) {
+        f.bytes(name);
+        f.bytes(path);
         f.u64(g.hash);
     }
     Some(f.finish())

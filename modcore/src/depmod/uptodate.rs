@@ -20,7 +20,9 @@
 //! fingerprint that finds every output with its recorded key (same inode, size, mtime
 //! and ctime: any write, rename over it, `chmod`, `chown` or link moves ctime, which
 //! cannot be set from user space) leaves them as they are and writes only modules.dep,
-//! which is always written (`depmod -A` reads its mtime).
+//! which is always written (`depmod -A` reads its mtime): as it finds it, its contents
+//! checked against the hash the record keeps of it, so that the dependency graph need
+//! not be worked out either (unless `-v` prints its edges).
 //!
 //! The record is written like the cache (temporary file and rename, not synced,
 //! checksummed) and ignored when missing, corrupt or written by another build; a run
@@ -28,10 +30,10 @@
 //! than the files or missing: files it does not describe have other keys, and are made.
 //!
 //! Format (little-endian): magic "KMODRS-DEPMOD-OUTPUTS\n", format u32, crate version
-//! (u32 length, bytes), fingerprint u64, file count u32, (name length u32, name, key
+//! (u32 length, bytes), fingerprint u64, modules.dep hash u64, file count u32, (name length u32, name, key
 //! 7 x u64)*, checksum u64 (`cache::checksum` of everything before it).
 
-use super::cache::{Checksum, FileKey};
+use super::cache::FileKey;
 use std::io::Write;
 use std::path::Path;
 
@@ -39,19 +41,19 @@ use std::path::Path;
 pub const RECORD_FILE: &str = "modules.depmod.outputs";
 
 const MAGIC: &[u8; 22] = b"KMODRS-DEPMOD-OUTPUTS\n";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// No real record comes near this (a dozen names and keys).
 const MAX_RECORD_LEN: u64 = 1 << 16;
 
 /// The sum of every input of the outputs (see the module documentation). Fed field by
 /// field, each length-prefixed, so that no two different sequences of fields give the
-/// same stream.
-pub struct Fingerprint(Checksum);
+/// same stream (laid out in one buffer and summed at the end: many small fields).
+pub struct Fingerprint(Vec<u8>);
 
 impl Default for Fingerprint {
     fn default() -> Self {
-        let mut f = Fingerprint(Checksum::new(0));
+        let mut f = Fingerprint(Vec::with_capacity(64 << 10));
         f.bytes(MAGIC);
         f
     }
@@ -59,8 +61,8 @@ impl Default for Fingerprint {
 
 impl Fingerprint {
     pub fn bytes(&mut self, b: &[u8]) {
-        self.0.update(&(b.len() as u64).to_le_bytes());
-        self.0.update(b);
+        self.0.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(b);
     }
 
     pub fn u64(&mut self, v: u64) {
@@ -74,7 +76,7 @@ impl Fingerprint {
     }
 
     pub fn finish(self) -> u64 {
-        self.0.finish()
+        super::cache::checksum(&self.0)
     }
 }
 
@@ -82,6 +84,10 @@ impl Fingerprint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub fingerprint: u64,
+    /// The `cache::checksum` of the modules.dep made (that file is written by every run,
+    /// so it has no lasting key: an up-to-date run writes it again as it finds it, after
+    /// this check).
+    pub dep_hash: u64,
     /// Each output (by name) and its stat key.
     pub files: Vec<(String, FileKey)>,
 }
@@ -94,6 +100,7 @@ impl Record {
         out.extend_from_slice(&FORMAT.to_le_bytes());
         put_sized(&mut out, CRATE_VERSION.as_bytes());
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.dep_hash.to_le_bytes());
         out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
         for (name, key) in &self.files {
             put_sized(&mut out, name.as_bytes());
@@ -122,6 +129,7 @@ impl Record {
             return None;
         }
         let fingerprint = u64_of(&mut r)?;
+        let dep_hash = u64_of(&mut r)?;
         let n = u32_of(&mut r)? as usize;
         // Each file takes at least 60 bytes: a corrupt count allocates nothing much.
         if n > r.len() / 60 {
@@ -136,7 +144,11 @@ impl Record {
             }
             files.push((name, FileKey::from_words(w)));
         }
-        r.is_empty().then_some(Record { fingerprint, files })
+        r.is_empty().then_some(Record {
+            fingerprint,
+            dep_hash,
+            files,
+        })
     }
 
     /// Does this record describe exactly `names` in `dir`, under `fingerprint`, each file
@@ -222,6 +234,7 @@ mod tests {
         };
         Record {
             fingerprint: 0x1234_5678_9abc_def0,
+            dep_hash: 42,
             files: vec![
                 ("modules.alias".into(), key(1)),
                 ("modules.softdep".into(), key(2)),
@@ -268,6 +281,7 @@ mod tests {
         std::fs::write(dir.join("b"), b"two").unwrap();
         let r = Record {
             fingerprint: 9,
+            dep_hash: 0,
             files: vec![
                 ("a".into(), stat_key(&dir.join("a")).unwrap()),
                 ("b".into(), stat_key(&dir.join("b")).unwrap()),
