@@ -532,6 +532,15 @@ fn edit(c: &Copies, root: &Path, kind: Edit, k: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The note of a depmod row: were both tools' files the same after every pair?
+fn outputs_note(identical: bool) -> String {
+    if identical {
+        "outputs identical".into()
+    } else {
+        "OUTPUTS DIFFER".into()
+    }
+}
+
 /// Pick `n` items spread evenly over `items`.
 fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
     if items.len() <= n {
@@ -644,11 +653,7 @@ fn bench(opts: &Options, refs: &Refs, work: &Path) -> Result<(), String> {
             }
             identical &= same_outputs(c)?;
         }
-        row.note = if identical {
-            "outputs identical".into()
-        } else {
-            "OUTPUTS DIFFER".into()
-        };
+        row.note = outputs_note(identical);
         rows.push(row);
     }
     // Incremental runs: one row per kind of edit (only all three at once with --quick).
@@ -680,11 +685,7 @@ fn bench(opts: &Options, refs: &Refs, work: &Path) -> Result<(), String> {
                 row.kmod.push(s);
                 identical &= same_outputs(c)?;
             }
-            row.note = if identical {
-                "outputs identical".into()
-            } else {
-                "OUTPUTS DIFFER".into()
-            };
+            row.note = outputs_note(identical);
             rows.push(row);
         }
     }
