@@ -59,7 +59,8 @@ struct Args {
     /// Show the version and exit
     #[arg(short = 'V', long = "version")]
     version: bool,
-    /// Do not use the incremental cache
+    /// Do not use the incremental cache (modules.depmod.cache and the record of the
+    /// outputs, modules.depmod.outputs): read every module and make every file
     #[arg(long = "no-cache")]
     no_cache: bool,
     #[arg(short = 'u', hide = true)]

@@ -29,6 +29,12 @@
 //! without the cache neither reads nor writes it. After a crash it can only be older
 //! than the files or missing: files it does not describe have other keys, and are made.
 //!
+//! What a key cannot tell: an output rewritten in place, with the same size, within the
+//! file system's timestamp granularity of the recording run's rename (the same clock
+//! tick, a few milliseconds on ext4). Depmod tools (ours, kmod's) only ever replace the
+//! outputs by rename, which gives a new inode; the module files, which build tools do
+//! rewrite in place, get the cache's `SETTLE` rule instead.
+//!
 //! Format (little-endian): magic "KMODRS-DEPMOD-OUTPUTS\n", format u32, crate version
 //! (u32 length, bytes), fingerprint u64, modules.dep hash u64, file count u32, (name length u32, name, key
 //! 7 x u64)*, checksum u64 (`cache::checksum` of everything before it).
