@@ -96,14 +96,9 @@ impl Creation {
 
 /// Would [`write_atomic`] of `data` over `path` leave exactly what is there now: a
 /// regular file (not a link, no other name) with these contents, and the owner and
-/// permissions a new file gets (`new`)?
-pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> bool {
-    holds_exactly_stat(path, data, new).is_some()
-}
-
-/// [`holds_exactly`], giving the file's metadata (as found when it was opened) when it
-/// does.
-pub fn holds_exactly_stat(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Metadata> {
+/// permissions a new file gets (`new`)? If so, the file's metadata (as found when it was
+/// opened).
+pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Metadata> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     // (O_NONBLOCK: a FIFO by that name must not make the open wait for a writer.)
@@ -440,19 +435,22 @@ mod tests {
             gid: m.gid(),
             mode: m.mode() & 0o7777,
         };
-        assert!(holds_exactly(&p, &data, &new));
+        assert!(holds_exactly(&p, &data, &new).is_some());
         for at in [0, COMPARE_CHUNK + 7, 2 * COMPARE_CHUNK, data.len() - 1] {
             let mut other = data.clone();
             other[at] ^= 1;
-            assert!(!holds_exactly(&p, &other, &new), "difference at {at}");
+            assert!(
+                holds_exactly(&p, &other, &new).is_none(),
+                "difference at {at}"
+            );
         }
-        assert!(!holds_exactly(&p, &data[..data.len() - 1], &new));
+        assert!(holds_exactly(&p, &data[..data.len() - 1], &new).is_none());
         let mut longer = data.clone();
         longer.push(0);
-        assert!(!holds_exactly(&p, &longer, &new));
+        assert!(holds_exactly(&p, &longer, &new).is_none());
         fs::write(&p, b"").unwrap();
-        assert!(holds_exactly(&p, b"", &new));
-        assert!(!holds_exactly(&p, b"x", &new));
+        assert!(holds_exactly(&p, b"", &new).is_some());
+        assert!(holds_exactly(&p, b"x", &new).is_none());
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -409,12 +409,7 @@ pub fn run(
         .collect();
 
     // The two input files of the builtin indexes, read once (for the fingerprint too).
-    let read_builtin = |name: &str| {
-        let mut p = moddir.clone();
-        p.push(b'/');
-        p.extend_from_slice(name.as_bytes());
-        std::fs::read(bytes_path(&p))
-    };
+    let read_builtin = |name: &str| std::fs::read(bytes_path(&moddir).join(name));
     let builtin = read_builtin("modules.builtin");
     let builtin_modinfo = read_builtin("modules.builtin.modinfo");
     let outdir = opts.outputdir();
@@ -529,9 +524,10 @@ pub fn run(
     let mods: Vec<OutModule<'_>> = ordered
         .iter()
         .zip(&datas)
-        .map(|(&i, d)| OutModule {
+        .zip(&out_paths)
+        .map(|((&i, d), path)| OutModule {
             modname: &cands[i].modname,
-            path: cands[i].relpath(&moddir).unwrap_or(&cands[i].path),
+            path,
             data: *d,
         })
         .collect();
@@ -670,7 +666,8 @@ pub fn run(
     // rename is short and the freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();
     let creation = fsio::Creation::in_dir(&outdir_path);
-    // The hash of the modules.dep made, for the record.
+    // The hash of the modules.dep made, for the record (only when one may be written).
+    let recording = fingerprint.is_some() && !up_to_date;
     let dep_hash = std::sync::OnceLock::new();
     let make = |name: &'static str| -> Made {
         if up_to_date && name != "modules.dep" {
@@ -681,14 +678,14 @@ pub fn run(
             };
         }
         let p = produce(name);
-        if let (true, Ok(data)) = (name == "modules.dep", &p.data) {
+        if let (true, true, Ok(data)) = (recording, name == "modules.dep", &p.data) {
             let _ = dep_hash.set(cache::checksum(data));
         }
         let job = p.data.map(|data| {
             let dir = &outdir_path;
             let unchanged = |new: &fsio::Creation| {
                 (data.len() <= UNCHANGED_CHECK_MAX && name != "modules.dep")
-                    .then(|| fsio::holds_exactly_stat(&dir.join(name), &data, new))
+                    .then(|| fsio::holds_exactly(&dir.join(name), &data, new))
                     .flatten()
             };
             if let Some(meta) = creation.as_ref().and_then(unchanged) {
@@ -792,7 +789,7 @@ pub fn run(
     // The outputs just made, and what they were made from, for the next run.
     // (The keys are those of the files this run put or found in place, not of whatever
     // has their names now: a concurrent run may have renamed its own files over them.)
-    if let (Some(fingerprint), false, true) = (fingerprint, up_to_date, quiet) {
+    if let (Some(fingerprint), true, true) = (fingerprint, recording, quiet) {
         let files: Option<Vec<(String, FileKey)>> = OUTPUT_FILES
             .iter()
             .zip(&keys)
