@@ -265,7 +265,8 @@ fn needs_in(
     );
 
     // First record for each name, so that lookups stay linear in the input size.
-    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(versions.len());
+    let mut first: HashMap<&[u8], usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(versions.len(), Default::default());
     for (i, v) in versions.iter().enumerate() {
         first.entry(v.name).or_insert(i);
     }

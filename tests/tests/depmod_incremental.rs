@@ -510,6 +510,122 @@ fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
     assert!(t.check("intact record").outputs_up_to_date);
 }
 
+/// The files made from part of the inputs (the symbol files from the symbols modules own,
+/// each builtin index from its list) are left as they are while that part is unchanged,
+/// whatever else changed; every run still equals a full run.
+#[test]
+fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() {
+    const SYMBOLS: [&str; 2] = ["modules.symbols", "modules.symbols.bin"];
+    const BUILTIN: &str = "modules.builtin.bin";
+    const BUILTIN_ALIAS: &str = "modules.builtin.alias.bin";
+    let mut rng = Rng(11);
+    let t = Tree::new(10, &mut rng);
+    // As in a real tree, modules.order lists the tree's modules (as `.ko`, compressed or
+    // not): those added later come after them in module order, and no owner of a symbol
+    // changes its place.
+    let order: String = t
+        .live()
+        .iter()
+        .map(|&i| {
+            format!(
+                "kernel/d{}/m{i:03}.ko\n",
+                t.specs[i].as_ref().expect("live").dir
+            )
+        })
+        .collect();
+    fs::write(t.moddir().join("modules.order"), order).expect("modules.order");
+    settle();
+    t.check("populate");
+    // (inode, ctime, mtime): a file renamed over it or written in place changes it.
+    let key = |name: &str| {
+        let m = fs::symlink_metadata(t.moddir().join(name)).expect("stat");
+        (
+            m.ino(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec(),
+        )
+    };
+    let keys = |names: &[&str]| names.iter().map(|n| key(n)).collect::<Vec<_>>();
+    let extra = |name: &str, exports: &[&str]| {
+        let mut m = SynthModule::new(name)
+            .modinfo("alias", &format!("synth:{name}"))
+            .modinfo("license", "GPL")
+            .needs("printk");
+        for e in exports {
+            m = m.export(e);
+        }
+        let p = t.moddir().join(format!("kernel/{name}.ko"));
+        fs::write(&p, m.build()).expect("write module");
+        p
+    };
+    let all = [SYMBOLS[0], SYMBOLS[1], BUILTIN, BUILTIN_ALIAS];
+    let before = keys(&all);
+    let alias_bin = key("modules.alias.bin");
+
+    // A module that owns no symbol: only the files it shows in are made.
+    let plain = extra("x_plain", &[]);
+    assert!(!t.check("a module without exports added").outputs_up_to_date);
+    assert_eq!(
+        keys(&all),
+        before,
+        "symbol and builtin files left as they were"
+    );
+    assert_ne!(key("modules.alias.bin"), alias_bin, "the alias index made");
+    fs::remove_file(&plain).expect("rm");
+    t.check("and removed");
+    assert_eq!(keys(&all), before, "left again");
+
+    // One that exports a symbol nobody owned: the symbol files are made.
+    let owner = extra("x_owner", &["x_new_symbol"]);
+    t.check("a module with a new export added");
+    let symbols = keys(&SYMBOLS);
+    assert!(
+        symbols.iter().zip(&before).all(|(a, b)| a != b),
+        "both symbol files made"
+    );
+    assert_eq!(keys(&[BUILTIN, BUILTIN_ALIAS]), before[2..], "builtin left");
+    t.check("nothing changed");
+    assert_eq!(keys(&SYMBOLS), symbols);
+
+    // A builtin list changed: its index is made, the other one and the symbols are left.
+    fs::write(
+        t.moddir().join("modules.builtin"),
+        "kernel/fs/ext4.ko\nkernel/fs/fat.ko\n",
+    )
+    .expect("builtin");
+    t.check("modules.builtin changed");
+    assert_ne!(key(BUILTIN), before[2], "builtin index made");
+    assert_eq!(key(BUILTIN_ALIAS), before[3], "builtin alias index left");
+    assert_eq!(keys(&SYMBOLS), symbols, "symbol files left");
+
+    // A left file rewritten in place (same size, mtime put back) is made again.
+    let path = t.moddir().join(SYMBOLS[0]);
+    let good = fs::read(&path).expect("read");
+    let when = mtime(&path);
+    let mut bad = good.clone();
+    let last = bad.len() - 2;
+    bad[last] ^= 0x01;
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&path, &bad).expect("rewrite");
+    set_mtime(&path, when);
+    let plain = extra("x_plain2", &[]);
+    t.check("a left file edited, a module added");
+    assert_eq!(fs::read(&path).expect("read"), good, "made again");
+    fs::remove_file(&plain).expect("rm");
+
+    // The owner of a symbol removed: the symbol files are made again.
+    let symbols = keys(&SYMBOLS);
+    fs::remove_file(&owner).expect("rm");
+    t.check("the owner of a symbol removed");
+    assert!(
+        keys(&SYMBOLS).iter().zip(&symbols).all(|(a, b)| a != b),
+        "both symbol files made"
+    );
+    assert!(t.check("recorded again").outputs_up_to_date);
+}
+
 #[test]
 fn damaged_or_foreign_caches_are_ignored() {
     let mut rng = Rng(42);

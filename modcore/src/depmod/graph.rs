@@ -504,6 +504,32 @@ impl<'a> DepGraph<'a> {
         }
     }
 
+    /// Two sums of [`owned_symbols`](Self::owned_symbols) that do not depend on their
+    /// order (none need be sorted): each name with its owner's name (as `modname` gives
+    /// it) hashed, the hashes added, and their number; the second also with the owner's
+    /// place in module order (the index lists it as the value's priority). Equal sets
+    /// give equal sums; modules.symbols is a function of the first set, its index of the
+    /// second.
+    pub fn owned_symbols_digests<'n>(&self, modname: impl Fn(u32) -> &'n [u8]) -> [u64; 2] {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::quality::FixedState::with_seed(0x6b6d_6f64_2d72_7331);
+        let mut sums = [0u64; 2];
+        let mut count = 0u64;
+        let mut add = |name: &[u8], owner: u32| {
+            let named = hasher.hash_one((name, modname(owner)));
+            sums[0] = sums[0].wrapping_add(named);
+            sums[1] = sums[1].wrapping_add(hasher.hash_one((named, owner)));
+            count += 1;
+        };
+        match &self.symbols {
+            Symbols::Owned(v) => v.iter().for_each(|&(name, o)| add(name, o)),
+            Symbols::Map(m) => m
+                .iter()
+                .for_each(|(name, r)| r.owner.into_iter().for_each(|o| add(name, o))),
+        }
+        sums.map(|s| hasher.hash_one((s, count)))
+    }
+
     /// Direct dependencies of module `i`, in discovery order.
     pub fn deps(&self, i: usize) -> &[u32] {
         &self.deps[i]

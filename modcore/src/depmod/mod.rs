@@ -423,24 +423,26 @@ pub fn run(
         .iter()
         .map(|&i| cands[i].relpath(&moddir).unwrap_or(&cands[i].path))
         .collect();
-    let fingerprint = (use_cache
+    let base = (use_cache
         && !opts.dry_run
         && opts.symvers.is_none()
         && opts.filesyms.is_none()
         && unreadable == 0)
-        .then(|| {
-            let names = ordered.iter().map(|&i| cands[i].modname.as_slice());
-            let mods = names.zip(out_paths.iter().copied());
-            fingerprint_of(opts, mods, &results, &builtin, &builtin_modinfo)
-        })
+        .then(|| options_fingerprint(opts))
         .flatten();
+    let fingerprint = base.as_ref().and_then(|base| {
+        let names = ordered.iter().map(|&i| cands[i].modname.as_slice());
+        let mods = names.zip(out_paths.iter().copied());
+        fingerprint_of(base, mods, &results, &builtin, &builtin_modinfo)
+    });
     let recorded: Vec<&str> = OUTPUT_FILES
         .iter()
         .copied()
         .filter(|n| *n != "modules.dep")
         .collect();
+    let record = fingerprint.and_then(|_| uptodate::load(&outdir_path));
     let dep_as_it_is: Option<Vec<u8>> = fingerprint.and_then(|f| {
-        let record = uptodate::load(&outdir_path)?;
+        let record = record.as_ref()?;
         if !record.holds(f, &outdir_path, &recorded) {
             return None;
         }
@@ -519,6 +521,26 @@ pub fn run(
             }
         };
         Some((g, topo))
+    };
+
+    // What each output is made from (see `uptodate`): the whole fingerprint, or for the
+    // files made from part of the inputs, that part. Nothing without a fingerprint.
+    let symbols_digests = fingerprint
+        .and(graph.as_ref())
+        .map(|(g, _)| g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice()));
+    let inputs_of = |name: &str| -> Option<u64> {
+        let (f, base) = (fingerprint?, base.as_ref()?);
+        let part: &[u8] = match name {
+            "modules.builtin.bin" => builtin.as_deref().ok()?,
+            "modules.builtin.alias.bin" => builtin_modinfo.as_deref().ok()?,
+            "modules.symbols" => &symbols_digests?[0].to_le_bytes(),
+            "modules.symbols.bin" => &symbols_digests?[1].to_le_bytes(),
+            _ => return Some(f),
+        };
+        let mut p = base.clone();
+        p.bytes(name.as_bytes());
+        p.bytes(part);
+        Some(p.finish())
     };
 
     let mods: Vec<OutModule<'_>> = ordered
@@ -677,6 +699,16 @@ pub fn run(
                 diags: Collect::default(),
             };
         }
+        // Made from part of the inputs, that part unchanged, the file as it was made.
+        if PARTIAL_INPUTS.contains(&name) {
+            let kept = record.as_ref().zip(inputs_of(name));
+            if let Some(key) = kept.and_then(|(r, i)| r.kept(&outdir_path, name, i)) {
+                return Made {
+                    job: Ok(Ok(Output::Kept(Some(key)))),
+                    diags: Collect::default(),
+                };
+            }
+        }
         let p = produce(name);
         if let (true, true, Ok(data)) = (recording, name == "modules.dep", &p.data) {
             let _ = dep_hash.set(cache::checksum(data));
@@ -790,11 +822,11 @@ pub fn run(
     // (The keys are those of the files this run put or found in place, not of whatever
     // has their names now: a concurrent run may have renamed its own files over them.)
     if let (Some(fingerprint), true, true) = (fingerprint, recording, quiet) {
-        let files: Option<Vec<(String, FileKey)>> = OUTPUT_FILES
+        let files: Option<Vec<(String, u64, FileKey)>> = OUTPUT_FILES
             .iter()
             .zip(&keys)
             .filter(|(n, _)| recorded.contains(n))
-            .map(|(&n, k)| k.map(|k| (n.to_string(), k)))
+            .map(|(&n, k)| Some((n.to_string(), inputs_of(n)?, (*k)?)))
             .collect();
         let stored = match files {
             Some(files) => {
@@ -837,23 +869,38 @@ pub fn run(
     Ok(summary)
 }
 
-/// The fingerprint of the outputs' inputs (see [`uptodate`]): the program, the options
-/// that shape the files, the builtin lists, and every module (name, path as written, data
-/// hash) in module order. `None` when a part cannot be known (no executable to stat, a
-/// builtin list that could not be read).
-fn fingerprint_of<'m>(
-    opts: &DepmodOptions,
-    mods: impl ExactSizeIterator<Item = (&'m [u8], &'m [u8])>,
-    results: &[Got],
-    builtin: &std::io::Result<Vec<u8>>,
-    builtin_modinfo: &std::io::Result<Vec<u8>>,
-) -> Option<u64> {
+/// The outputs made from only part of the inputs (see [`uptodate`]), each left as it is
+/// when that part is what it was.
+const PARTIAL_INPUTS: [&str; 4] = [
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+];
+
+/// The start of every sum of the outputs' inputs (see [`uptodate`]): the program and the
+/// options that shape the files. `None` when there is no executable to stat.
+fn options_fingerprint(opts: &DepmodOptions) -> Option<uptodate::Fingerprint> {
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
     let mut f = uptodate::Fingerprint::default();
     f.key(&FileKey::of(&exe));
     f.bytes(format!("{:?}", opts.layout).as_bytes());
     f.u64(u64::from(opts.warn_dups));
     f.u64(opts.prefix.map_or(u64::MAX, u64::from));
+    Some(f)
+}
+
+/// The fingerprint of the outputs' inputs (see [`uptodate`]): `base` (from
+/// [`options_fingerprint`]), the builtin lists, and every module (name, path as written,
+/// data hash) in module order. `None` when a builtin list could not be read.
+fn fingerprint_of<'m>(
+    base: &uptodate::Fingerprint,
+    mods: impl ExactSizeIterator<Item = (&'m [u8], &'m [u8])>,
+    results: &[Got],
+    builtin: &std::io::Result<Vec<u8>>,
+    builtin_modinfo: &std::io::Result<Vec<u8>>,
+) -> Option<u64> {
+    let mut f = base.clone();
     f.bytes(builtin.as_ref().ok()?);
     f.bytes(builtin_modinfo.as_ref().ok()?);
     f.u64(mods.len() as u64);

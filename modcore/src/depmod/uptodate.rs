@@ -29,6 +29,15 @@
 //! without the cache neither reads nor writes it. After a crash it can only be older
 //! than the files or missing: files it does not describe have other keys, and are made.
 //!
+//! A run whose fingerprint differs still leaves alone the outputs that depend on only
+//! part of the inputs when that part is unchanged: the record keeps, for each file, the
+//! sum of the inputs it was made from ([`Record::files`]). modules.builtin.bin and
+//! modules.builtin.alias.bin are made from one builtin list each; modules.symbols and
+//! modules.symbols.bin from the symbols modules own (each name and its owner's name,
+//! known once the dependency graph is worked out). Adding or removing a module that owns
+//! no symbol, the commonest edit, leaves all four as they are. Every other file's inputs
+//! are the whole fingerprint.
+//!
 //! What a key cannot tell: an output rewritten in place, with the same size, within the
 //! file system's timestamp granularity of the recording run's rename (the same clock
 //! tick, a few milliseconds on ext4). Depmod tools (ours, kmod's) only ever replace the
@@ -36,8 +45,9 @@
 //! rewrite in place, get the cache's `SETTLE` rule instead.
 //!
 //! Format (little-endian): magic "KMODRS-DEPMOD-OUTPUTS\n", format u32, crate version
-//! (u32 length, bytes), fingerprint u64, modules.dep hash u64, file count u32, (name length u32, name, key
-//! 7 x u64)*, checksum u64 (`cache::checksum` of everything before it).
+//! (u32 length, bytes), fingerprint u64, modules.dep hash u64, file count u32, (name
+//! length u32, name, inputs u64, key 7 x u64)*, checksum u64 (`cache::checksum` of
+//! everything before it).
 
 use super::cache::FileKey;
 use std::io::Write;
@@ -47,7 +57,7 @@ use std::path::Path;
 pub const RECORD_FILE: &str = "modules.depmod.outputs";
 
 const MAGIC: &[u8; 22] = b"KMODRS-DEPMOD-OUTPUTS\n";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// No real record comes near this (a dozen names and keys).
 const MAX_RECORD_LEN: u64 = 1 << 16;
@@ -55,6 +65,7 @@ const MAX_RECORD_LEN: u64 = 1 << 16;
 /// The sum of every input of the outputs (see the module documentation). Fed field by
 /// field, each length-prefixed, so that no two different sequences of fields give the
 /// same stream (laid out in one buffer and summed at the end: many small fields).
+#[derive(Clone)]
 pub struct Fingerprint(Vec<u8>);
 
 impl Default for Fingerprint {
@@ -94,8 +105,9 @@ pub struct Record {
     /// so it has no lasting key: an up-to-date run writes it again as it finds it, after
     /// this check).
     pub dep_hash: u64,
-    /// Each output (by name) and its stat key.
-    pub files: Vec<(String, FileKey)>,
+    /// Each output (by name), the sum of the inputs it was made from (see the module
+    /// documentation), and its stat key.
+    pub files: Vec<(String, u64, FileKey)>,
 }
 
 impl Record {
@@ -108,8 +120,9 @@ impl Record {
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         out.extend_from_slice(&self.dep_hash.to_le_bytes());
         out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
-        for (name, key) in &self.files {
+        for (name, inputs, key) in &self.files {
             put_sized(&mut out, name.as_bytes());
+            out.extend_from_slice(&inputs.to_le_bytes());
             for w in key.words() {
                 out.extend_from_slice(&w.to_le_bytes());
             }
@@ -137,18 +150,19 @@ impl Record {
         let fingerprint = u64_of(&mut r)?;
         let dep_hash = u64_of(&mut r)?;
         let n = u32_of(&mut r)? as usize;
-        // Each file takes at least 60 bytes: a corrupt count allocates nothing much.
-        if n > r.len() / 60 {
+        // Each file takes at least 68 bytes: a corrupt count allocates nothing much.
+        if n > r.len() / 68 {
             return None;
         }
         let mut files = Vec::with_capacity(n);
         for _ in 0..n {
             let name = String::from_utf8(sized(&mut r)?.to_vec()).ok()?;
+            let inputs = u64_of(&mut r)?;
             let mut w = [0u64; 7];
             for x in &mut w {
                 *x = u64_of(&mut r)?;
             }
-            files.push((name, FileKey::from_words(w)));
+            files.push((name, inputs, FileKey::from_words(w)));
         }
         r.is_empty().then_some(Record {
             fingerprint,
@@ -162,9 +176,20 @@ impl Record {
     pub fn holds(&self, fingerprint: u64, dir: &Path, names: &[&str]) -> bool {
         self.fingerprint == fingerprint
             && self.files.len() == names.len()
-            && self.files.iter().zip(names).all(|((name, key), want)| {
+            && self.files.iter().zip(names).all(|((name, _, key), want)| {
                 name == want && stat_key(&dir.join(name)).is_some_and(|k| k == *key)
             })
+    }
+
+    /// The key of output `name` in `dir` when this record says it was made from
+    /// `inputs` and the file still has the key it recorded (not followed if it is a
+    /// link): the file can be left as it is.
+    pub fn kept(&self, dir: &Path, name: &str, inputs: u64) -> Option<FileKey> {
+        let (_, _, key) = self
+            .files
+            .iter()
+            .find(|(n, i, _)| n == name && *i == inputs)?;
+        stat_key(&dir.join(name)).filter(|k| k == key)
     }
 }
 
@@ -242,8 +267,8 @@ mod tests {
             fingerprint: 0x1234_5678_9abc_def0,
             dep_hash: 42,
             files: vec![
-                ("modules.alias".into(), key(1)),
-                ("modules.softdep".into(), key(2)),
+                ("modules.alias".into(), 3, key(1)),
+                ("modules.softdep".into(), 4, key(2)),
             ],
         }
     }
@@ -289,11 +314,14 @@ mod tests {
             fingerprint: 9,
             dep_hash: 0,
             files: vec![
-                ("a".into(), stat_key(&dir.join("a")).unwrap()),
-                ("b".into(), stat_key(&dir.join("b")).unwrap()),
+                ("a".into(), 1, stat_key(&dir.join("a")).unwrap()),
+                ("b".into(), 2, stat_key(&dir.join("b")).unwrap()),
             ],
         };
         assert!(r.holds(9, &dir, &["a", "b"]));
+        assert!(r.kept(&dir, "a", 1).is_some() && r.kept(&dir, "b", 2).is_some());
+        assert!(r.kept(&dir, "a", 2).is_none(), "other inputs");
+        assert!(r.kept(&dir, "c", 1).is_none(), "a file not recorded");
         assert!(!r.holds(8, &dir, &["a", "b"]), "other fingerprint");
         assert!(!r.holds(9, &dir, &["a"]), "other set of files");
         assert!(!r.holds(9, &dir, &["b", "a"]), "other order");
@@ -311,8 +339,14 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         assert!(!r.holds(9, &dir, &["a", "b"]), "a rewritten file");
+        assert!(
+            r.kept(&dir, "b", 2).is_none(),
+            "a rewritten file is not kept"
+        );
+        assert!(r.kept(&dir, "a", 1).is_some());
         std::fs::remove_file(dir.join("a")).unwrap();
         assert!(!r.holds(9, &dir, &["a", "b"]), "a missing file");
+        assert!(r.kept(&dir, "a", 1).is_none(), "a missing file is not kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
