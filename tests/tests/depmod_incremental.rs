@@ -510,9 +510,10 @@ fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
     assert!(t.check("intact record").outputs_up_to_date);
 }
 
-/// The files made from part of the inputs (the symbol files from the symbols modules own,
-/// each builtin index from its list) are left as they are while that part is unchanged,
-/// whatever else changed; every run still equals a full run.
+/// The files made from part of the inputs (the alias files from the modules that have
+/// aliases, the symbol files from the symbols modules own, each builtin index from its
+/// list) are left as they are while that part is unchanged, whatever else changed; every
+/// run still equals a full run.
 #[test]
 fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() {
     const SYMBOLS: [&str; 2] = ["modules.symbols", "modules.symbols.bin"];
@@ -548,11 +549,13 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
         )
     };
     let keys = |names: &[&str]| names.iter().map(|n| key(n)).collect::<Vec<_>>();
-    let extra = |name: &str, exports: &[&str]| {
+    let extra_with = |name: &str, exports: &[&str], alias: bool| {
         let mut m = SynthModule::new(name)
-            .modinfo("alias", &format!("synth:{name}"))
             .modinfo("license", "GPL")
             .needs("printk");
+        if alias {
+            m = m.modinfo("alias", &format!("synth:{name}"));
+        }
         for e in exports {
             m = m.export(e);
         }
@@ -560,9 +563,39 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
         fs::write(&p, m.build()).expect("write module");
         p
     };
+    let extra = |name: &str, exports: &[&str]| extra_with(name, exports, true);
+    const ALIAS: [&str; 2] = ["modules.alias", "modules.alias.bin"];
     let all = [SYMBOLS[0], SYMBOLS[1], BUILTIN, BUILTIN_ALIAS];
     let before = keys(&all);
-    let alias_bin = key("modules.alias.bin");
+    let aliases = keys(&ALIAS);
+
+    // A module without aliases or exports (a library needing others' symbols): only the
+    // dependency files are made.
+    let lib = extra_with("x_lib", &[], false);
+    assert!(!t.check("a module without aliases added").outputs_up_to_date);
+    assert_eq!(keys(&all), before, "symbol and builtin files left");
+    assert_eq!(keys(&ALIAS), aliases, "alias files left");
+    fs::remove_file(&lib).expect("rm");
+    t.check("and removed");
+    assert_eq!(keys(&ALIAS), aliases, "alias files left again");
+    // First in module order, it moves every module with aliases one place down: the
+    // alias index (whose values carry those places) is made, modules.alias is left.
+    let lib = extra_with("x_lib", &[], false);
+    let listed = fs::read_to_string(t.moddir().join("modules.order")).expect("order");
+    fs::write(
+        t.moddir().join("modules.order"),
+        format!("kernel/x_lib.ko\n{listed}"),
+    )
+    .expect("modules.order");
+    t.check("a module without aliases first in module order");
+    assert_eq!(key(ALIAS[0]), aliases[0], "modules.alias left");
+    assert_ne!(key(ALIAS[1]), aliases[1], "the alias index made");
+    fs::write(t.moddir().join("modules.order"), listed).expect("modules.order");
+    fs::remove_file(&lib).expect("rm");
+    t.check("and gone again");
+    let aliases = keys(&ALIAS);
+    // (The symbol index carries the places too: it was made both times.)
+    let before = keys(&all);
 
     // A module that owns no symbol: only the files it shows in are made.
     let plain = extra("x_plain", &[]);
@@ -572,7 +605,10 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
         before,
         "symbol and builtin files left as they were"
     );
-    assert_ne!(key("modules.alias.bin"), alias_bin, "the alias index made");
+    assert!(
+        keys(&ALIAS).iter().zip(&aliases).all(|(a, b)| a != b),
+        "both alias files made"
+    );
     fs::remove_file(&plain).expect("rm");
     t.check("and removed");
     assert_eq!(keys(&all), before, "left again");

@@ -523,26 +523,6 @@ pub fn run(
         Some((g, topo))
     };
 
-    // What each output is made from (see `uptodate`): the whole fingerprint, or for the
-    // files made from part of the inputs, that part. Nothing without a fingerprint.
-    let symbols_digests = fingerprint
-        .and(graph.as_ref())
-        .map(|(g, _)| g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice()));
-    let inputs_of = |name: &str| -> Option<u64> {
-        let (f, base) = (fingerprint?, base.as_ref()?);
-        let part: &[u8] = match name {
-            "modules.builtin.bin" => builtin.as_deref().ok()?,
-            "modules.builtin.alias.bin" => builtin_modinfo.as_deref().ok()?,
-            "modules.symbols" => &symbols_digests?[0].to_le_bytes(),
-            "modules.symbols.bin" => &symbols_digests?[1].to_le_bytes(),
-            _ => return Some(f),
-        };
-        let mut p = base.clone();
-        p.bytes(name.as_bytes());
-        p.bytes(part);
-        Some(p.finish())
-    };
-
     let mods: Vec<OutModule<'_>> = ordered
         .iter()
         .zip(&datas)
@@ -558,6 +538,35 @@ pub fn run(
     });
     let dep_lines = out.as_ref().map(Outputs::dep_lines);
     phases.mark("dependencies sorted");
+
+    // What each output is made from (see `uptodate`): the whole fingerprint, or for the
+    // files made from part of the inputs, that part. Nothing without a fingerprint.
+    let symbols_digests = fingerprint
+        .and(graph.as_ref())
+        .map(|(g, _)| g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice()));
+    let alias_digests = std::sync::OnceLock::new();
+    let inputs_of = |name: &str| -> Option<u64> {
+        let (f, base) = (fingerprint?, base.as_ref()?);
+        let alias = |k: usize| -> Option<[u8; 8]> {
+            let out = out.as_ref()?;
+            let sums =
+                alias_digests.get_or_init(|| out.alias_digests(|m| results[m as usize].hash));
+            Some(sums[k].to_le_bytes())
+        };
+        let part: &[u8] = match name {
+            "modules.alias" => &alias(0)?,
+            "modules.alias.bin" => &alias(1)?,
+            "modules.builtin.bin" => builtin.as_deref().ok()?,
+            "modules.builtin.alias.bin" => builtin_modinfo.as_deref().ok()?,
+            "modules.symbols" => &symbols_digests?[0].to_le_bytes(),
+            "modules.symbols.bin" => &symbols_digests?[1].to_le_bytes(),
+            _ => return Some(f),
+        };
+        let mut p = base.clone();
+        p.bytes(name.as_bytes());
+        p.bytes(part);
+        Some(p.finish())
+    };
 
     // Produce the files concurrently; diagnostics are replayed in file order, just before
     // each file is written, so stderr reads exactly as if they were made one by one.
@@ -703,6 +712,12 @@ pub fn run(
         if PARTIAL_INPUTS.contains(&name) {
             let kept = record.as_ref().zip(inputs_of(name));
             if let Some(key) = kept.and_then(|(r, i)| r.kept(&outdir_path, name, i)) {
+                if name == HEAVY_OUTPUT {
+                    // The cache writer keeps the order of the index left in place.
+                    if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
+                        let _ = tx.send(out.as_ref().and_then(Outputs::kept_alias_order));
+                    }
+                }
                 return Made {
                     job: Ok(Ok(Output::Kept(Some(key)))),
                     diags: Collect::default(),
@@ -871,7 +886,9 @@ pub fn run(
 
 /// The outputs made from only part of the inputs (see [`uptodate`]), each left as it is
 /// when that part is what it was.
-const PARTIAL_INPUTS: [&str; 4] = [
+const PARTIAL_INPUTS: [&str; 6] = [
+    "modules.alias",
+    "modules.alias.bin",
     "modules.symbols",
     "modules.symbols.bin",
     "modules.builtin.bin",

@@ -96,6 +96,26 @@ impl<'a> Outputs<'a> {
         self.alias_order.get().cloned().flatten()
     }
 
+    /// [`Outputs::alias_file_order`] for an alias index left in place (see
+    /// `depmod::uptodate`) instead of made: its aliases are those of this run, so its
+    /// order is the one the hint gives (see [`AliasHint`]; `None` without one). The
+    /// order only guides a later run, which checks it.
+    pub fn kept_alias_order(&self) -> Option<Vec<(u32, u32)>> {
+        let hint = self.alias_hint.as_ref()?;
+        // What it would report was reported when the index was made.
+        let order = self.hinted_alias_order(hint, &mut crate::diag::Collect::default())?;
+        let aliases = &self.listed().alias;
+        if order.len() != aliases.len() {
+            return None;
+        }
+        let starts = self.alias_starts();
+        let pairs = order.iter().map(|&k| {
+            let m = aliases[k as usize].0;
+            (m, k - starts[m as usize])
+        });
+        Some(pairs.collect())
+    }
+
     /// Make the alias index in the order `hint` gives (see [`AliasHint`]).
     pub fn with_alias_hint(mut self, hint: Option<AliasHint>) -> Outputs<'a> {
         self.alias_hint = hint;
@@ -218,6 +238,24 @@ impl<'a> Outputs<'a> {
             .map(|&(i, a)| a.len() + self.modname(i).len())
             .sum();
         (aliases.len(), bytes)
+    }
+
+    /// Sums of what the alias files are made from (see `depmod::uptodate`): the modules
+    /// that have aliases, in module order, each by name and `data_hash` (of all its
+    /// data, aliases included); the index's sum also by each one's place in module order
+    /// (its values' priority). A module without aliases adds nothing: adding or removing
+    /// one at the end of module order leaves both sums as they were.
+    pub fn alias_digests(&self, data_hash: impl Fn(u32) -> u64) -> [u64; 2] {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::quality::FixedState::with_seed(0x6b6d_6f64_2d72_7332);
+        let mut sums = [0u64; 2];
+        for group in self.listed().alias.chunk_by(|a, b| a.0 == b.0) {
+            let m = group[0].0;
+            let named = hasher.hash_one((self.modname(m), data_hash(m)));
+            sums[0] = hasher.hash_one((sums[0], named));
+            sums[1] = hasher.hash_one((sums[1], named, m));
+        }
+        sums
     }
 
     pub fn modules_alias(&self) -> Vec<u8> {

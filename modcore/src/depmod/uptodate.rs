@@ -32,10 +32,14 @@
 //! A run whose fingerprint differs still leaves alone the outputs that depend on only
 //! part of the inputs when that part is unchanged: the record keeps, for each file, the
 //! sum of the inputs it was made from ([`Record::files`]). modules.builtin.bin and
-//! modules.builtin.alias.bin are made from one builtin list each; modules.symbols and
-//! modules.symbols.bin from the symbols modules own (each name and its owner's name,
-//! known once the dependency graph is worked out). Adding or removing a module that owns
-//! no symbol, the commonest edit, leaves all four as they are. Every other file's inputs
+//! modules.builtin.alias.bin are made from one builtin list each; modules.symbols from
+//! the symbols modules own (each name and its owner's name, known once the dependency
+//! graph is worked out); modules.alias from the modules that have aliases (each one's
+//! name and data hash, in module order); and the two indexes from the same as their text
+//! files plus each module's place in module order (their values' priority). Adding a
+//! module that owns no symbol leaves the symbol files as they are, one without aliases
+//! the alias files (at the end of module order, as a module modules.order does not list
+//! goes); the builtin indexes change only with their lists. Every other file's inputs
 //! are the whole fingerprint.
 //!
 //! What a key cannot tell: an output rewritten in place, with the same size, within the
