@@ -662,6 +662,80 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
     assert!(t.check("recorded again").outputs_up_to_date);
 }
 
+/// A module the cache lacks is read afresh by every run until storing it is worth
+/// rewriting the whole file: a small plain module waits (the cache file is left as it
+/// is), a compressed one (decompressed at every read) is stored at once, and so are
+/// plain ones once enough of them have gathered. Every run equals a full run.
+#[test]
+fn the_cache_is_rewritten_when_what_it_lacks_costs_enough() {
+    // Big enough that a small module and its directory's listing cost far less to
+    // read again than the file costs to write.
+    const N: usize = 200;
+    let mut rng = Rng(21);
+    let t = Tree::new(N, &mut rng);
+    settle();
+    t.check("populate");
+    let cache_key = || {
+        let m = fs::metadata(t.cache_path()).expect("cache");
+        (m.ino(), m.len())
+    };
+    let first = cache_key();
+    let add = |name: &str, kind: Kind| {
+        // Compressed, a kilobyte or two (hex digits of a counter's hash).
+        let text: String = (0..512u64)
+            .map(|i| format!("{:08x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32))
+            .collect();
+        let mut m = SynthModule::new(name).modinfo("license", "GPL");
+        if kind != Kind::Plain {
+            m = m.modinfo("description", &text);
+        }
+        let plain = m.needs("printk").build();
+        let (bytes, ext) = match kind {
+            Kind::Plain => (plain, ".ko"),
+            Kind::Xz => (synth::xz(&plain), ".ko.xz"),
+            Kind::Zstd => (synth::zstd(&plain), ".ko.zst"),
+        };
+        let p = t.moddir().join(format!("kernel/d0/{name}{ext}"));
+        fs::write(&p, &bytes).expect("write module");
+        bytes.len() as u64
+    };
+    // One small plain module: far cheaper to read again than the file is to write.
+    let size = add("y_plain0", Kind::Plain);
+    assert!(
+        size * 4 * 4 < first.1,
+        "the test needs a cache much bigger than a module"
+    );
+    settle();
+    let s = t.check("one small plain module, settled");
+    assert_eq!(cache_key(), first, "the cache file is left as it is");
+    assert_eq!(s.from_cache, N, "the new module is read afresh");
+    let s = t.check("and again");
+    assert_eq!(cache_key(), first);
+    assert_eq!(s.from_cache, N);
+    // A compressed one is stored at once (with the plain one).
+    add("y_xz", Kind::Xz);
+    settle();
+    t.check("a compressed module, settled");
+    let second = cache_key();
+    assert_ne!(second, first, "the cache is rewritten");
+    assert_eq!(t.check("both stored").from_cache, N + 2);
+    // Plain modules gather until they are worth it.
+    let mut added = 0;
+    while cache_key() == second {
+        // (Four at a time, in one directory: the test waits for each batch to settle.)
+        for _ in 0..4 {
+            add(&format!("y_plain{}", added + 1), Kind::Plain);
+            added += 1;
+        }
+        assert!(added * size <= second.1 + 4 * size, "stored late");
+        settle();
+        let s = t.check("plain modules gathering");
+        assert!(s.from_cache >= N + 2);
+    }
+    assert!(added > 1, "one small module alone is not worth a rewrite");
+    assert_eq!(t.check("all stored").from_cache, N + 2 + added as usize);
+}
+
 #[test]
 fn damaged_or_foreign_caches_are_ignored() {
     let mut rng = Rng(42);

@@ -763,6 +763,11 @@ impl Cache {
         self.dirs.len()
     }
 
+    /// The size of the file the cache was loaded from (0 for an empty cache).
+    pub fn file_len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.index.len()
