@@ -252,6 +252,20 @@ fn set_mtime(p: &Path, t: SystemTime) {
         .expect("set mtime");
 }
 
+/// Change one byte near the end of `p` in place, its size kept and its mtime put back
+/// (its ctime moves: that cannot be set); the bytes it held.
+fn rewrite_in_place(p: &Path) -> Vec<u8> {
+    let old = fs::read(p).expect("read");
+    let when = mtime(p);
+    let mut changed = old.clone();
+    let last = changed.len() - 2;
+    changed[last] ^= 0x01;
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(p, &changed).expect("rewrite");
+    set_mtime(p, when);
+    old
+}
+
 /// Wait until every file created so far is old enough to be stored in the cache.
 fn settle() {
     std::thread::sleep(cache::SETTLE + Duration::from_millis(150));
@@ -444,14 +458,7 @@ fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
 
     // An output rewritten in place, same size, its mtime put back.
     let alias = t.moddir().join("modules.alias");
-    let old = fs::read(&alias).expect("read");
-    let when = mtime(&alias);
-    let mut changed = old.clone();
-    let last = changed.len() - 2;
-    changed[last] ^= 0x01;
-    std::thread::sleep(Duration::from_millis(20));
-    fs::write(&alias, &changed).expect("rewrite");
-    set_mtime(&alias, when);
+    let old = rewrite_in_place(&alias);
     assert!(!t.check("an output edited").outputs_up_to_date);
     assert_eq!(fs::read(&alias).expect("read"), old, "made again");
     assert!(t.check("recorded again").outputs_up_to_date);
@@ -638,14 +645,7 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
 
     // A left file rewritten in place (same size, mtime put back) is made again.
     let path = t.moddir().join(SYMBOLS[0]);
-    let good = fs::read(&path).expect("read");
-    let when = mtime(&path);
-    let mut bad = good.clone();
-    let last = bad.len() - 2;
-    bad[last] ^= 0x01;
-    std::thread::sleep(Duration::from_millis(20));
-    fs::write(&path, &bad).expect("rewrite");
-    set_mtime(&path, when);
+    let good = rewrite_in_place(&path);
     let plain = extra("x_plain2", &[]);
     t.check("a left file edited, a module added");
     assert_eq!(fs::read(&path).expect("read"), good, "made again");
