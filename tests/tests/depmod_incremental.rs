@@ -664,7 +664,7 @@ fn outputs_made_from_part_of_the_inputs_are_left_while_that_part_is_unchanged() 
 
 /// A module the cache lacks is read afresh by every run until storing it is worth
 /// rewriting the whole file: a small plain module waits (the cache file is left as it
-/// is), a compressed one (decompressed at every read) is stored at once, and so are
+/// is), an xz one (decompressed at every read) is stored at once, and so are
 /// plain ones once enough of them have gathered. Every run equals a full run.
 #[test]
 fn the_cache_is_rewritten_when_what_it_lacks_costs_enough() {
@@ -712,7 +712,7 @@ fn the_cache_is_rewritten_when_what_it_lacks_costs_enough() {
     let s = t.check("and again");
     assert_eq!(cache_key(), first);
     assert_eq!(s.from_cache, N);
-    // A compressed one is stored at once (with the plain one).
+    // An xz one is stored at once (with the plain one).
     add("y_xz", Kind::Xz);
     settle();
     t.check("a compressed module, settled");
