@@ -541,11 +541,10 @@ pub fn run(
     phases.mark("dependencies sorted");
 
     // What each output is made from (see `uptodate`): the whole fingerprint, or for the
-    // files made from part of the inputs, that part. Nothing without a fingerprint.
-    let symbols_digests = fingerprint
-        .and(graph.as_ref())
-        .map(|(g, _)| g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice()));
+    // files made from part of the inputs, that part (its sums worked out by the first
+    // task that asks, not on this thread). Nothing without a fingerprint.
     let alias_digests = std::sync::OnceLock::new();
+    let symbols_digests = std::sync::OnceLock::new();
     let inputs_of = |name: &str| -> Option<u64> {
         let (f, base) = (fingerprint?, base.as_ref()?);
         let alias = |k: usize| -> Option<[u8; 8]> {
@@ -554,14 +553,21 @@ pub fn run(
                 alias_digests.get_or_init(|| out.alias_digests(|m| results[m as usize].hash));
             Some(sums[k].to_le_bytes())
         };
-        let part: &[u8] = match name {
-            "modules.alias" => &alias(0)?,
-            "modules.alias.bin" => &alias(1)?,
-            "modules.builtin.bin" => builtin.as_deref().ok()?,
-            "modules.builtin.alias.bin" => builtin_modinfo.as_deref().ok()?,
-            "modules.symbols" => &symbols_digests?[0].to_le_bytes(),
-            "modules.symbols.bin" => &symbols_digests?[1].to_le_bytes(),
-            _ => return Some(f),
+        let symbols = |k: usize| -> Option<[u8; 8]> {
+            let (g, _) = graph.as_ref()?;
+            let sums = symbols_digests.get_or_init(|| {
+                g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice())
+            });
+            Some(sums[k].to_le_bytes())
+        };
+        let part: &[u8] = match Part::of(name) {
+            Some(Part::AliasText) => &alias(0)?,
+            Some(Part::AliasIndex) => &alias(1)?,
+            Some(Part::Builtin) => builtin.as_deref().ok()?,
+            Some(Part::BuiltinModinfo) => builtin_modinfo.as_deref().ok()?,
+            Some(Part::SymbolsText) => &symbols(0)?,
+            Some(Part::SymbolsIndex) => &symbols(1)?,
+            None => return Some(f),
         };
         let mut p = base.clone();
         p.bytes(name.as_bytes());
@@ -711,7 +717,7 @@ pub fn run(
             };
         }
         // Made from part of the inputs, that part unchanged, the file as it was made.
-        if PARTIAL_INPUTS.contains(&name) {
+        if Part::of(name).is_some() {
             let kept = record.as_ref().zip(inputs_of(name));
             if let Some(key) = kept.and_then(|(r, i)| r.kept(&outdir_path, name, i)) {
                 if name == HEAVY_OUTPUT {
@@ -886,16 +892,38 @@ pub fn run(
     Ok(summary)
 }
 
-/// The outputs made from only part of the inputs (see [`uptodate`]), each left as it is
-/// when that part is what it was.
-const PARTIAL_INPUTS: [&str; 6] = [
-    "modules.alias",
-    "modules.alias.bin",
-    "modules.symbols",
-    "modules.symbols.bin",
-    "modules.builtin.bin",
-    "modules.builtin.alias.bin",
-];
+/// The part of the inputs an output made from only part of them (see [`uptodate`]) is
+/// made from; such a file is left as it is when that part is what it was.
+#[derive(Clone, Copy)]
+enum Part {
+    /// The modules with aliases (name, data hash), in module order.
+    AliasText,
+    /// The same, with their places in module order.
+    AliasIndex,
+    /// modules.builtin.
+    Builtin,
+    /// modules.builtin.modinfo.
+    BuiltinModinfo,
+    /// The symbols modules own (name, owner's name).
+    SymbolsText,
+    /// The same, with the owners' places in module order.
+    SymbolsIndex,
+}
+
+impl Part {
+    /// The part output `name` is made from; `None`: all of the inputs.
+    fn of(name: &str) -> Option<Part> {
+        Some(match name {
+            "modules.alias" => Part::AliasText,
+            "modules.alias.bin" => Part::AliasIndex,
+            "modules.builtin.bin" => Part::Builtin,
+            "modules.builtin.alias.bin" => Part::BuiltinModinfo,
+            "modules.symbols" => Part::SymbolsText,
+            "modules.symbols.bin" => Part::SymbolsIndex,
+            _ => return None,
+        })
+    }
+}
 
 /// The start of every sum of the outputs' inputs (see [`uptodate`]): the program and the
 /// options that shape the files. `None` when there is no executable to stat.
