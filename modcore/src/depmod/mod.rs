@@ -181,6 +181,12 @@ pub const OUTPUT_FILES: &[&str] = &[
 /// The output made on a task of its own, side by side with all the others (see `run`).
 const HEAVY_OUTPUT: &str = "modules.alias.bin";
 
+/// The outputs that take longest to make, longest first: the task that starts with
+/// [`HEAVY_OUTPUT`] goes on with the next of them not yet taken (when the alias index is
+/// left as it is, the symbol index is then made from the start, not after the files
+/// before it in write order).
+const HEAVY_OUTPUTS: &[&str] = &[HEAVY_OUTPUT, "modules.symbols.bin"];
+
 /// What a successful run did.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -761,31 +767,29 @@ pub fn run(
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
         // The alias index is the biggest single job (about 40% of the work on a real
-        // tree): it starts at once on a task of its own. The other files are taken one
-        // after the other, in the order they are renamed, by the other task, and by this
-        // one once the alias index is made.
+        // tree): it starts at once on a task of its own, which then goes on with the
+        // other heavy files (see `HEAVY_OUTPUTS`). The other files are taken one after
+        // the other, in the order they are renamed, by the other task, and by the first
+        // once it is done with the heavy ones. Each file is made once, by the task that
+        // takes it first.
         let making = s.spawn(move || {
-            let heavy = OUTPUT_FILES.iter().position(|n| *n == HEAVY_OUTPUT);
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let queue: Vec<usize> = (0..OUTPUT_FILES.len())
-                .filter(|&i| Some(i) != heavy)
+            let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect();
-            let send = |i: usize| {
-                let _ = tx.send((i, make(OUTPUT_FILES[i])));
-            };
-            let take_turns = || {
-                while let Some(&i) =
-                    queue.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
-                    send(i);
+            let take = |i: usize| {
+                if !taken[i].swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx.send((i, make(OUTPUT_FILES[i])));
                 }
             };
+            let heavy = || {
+                HEAVY_OUTPUTS
+                    .iter()
+                    .filter_map(|h| OUTPUT_FILES.iter().position(|n| n == h))
+            };
             rayon::join(
-                || {
-                    heavy.into_iter().for_each(send);
-                    take_turns();
-                },
-                take_turns,
+                || heavy().chain(0..OUTPUT_FILES.len()).for_each(take),
+                || (0..OUTPUT_FILES.len()).for_each(take),
             );
         });
         let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();

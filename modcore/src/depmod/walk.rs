@@ -196,16 +196,26 @@ impl At<'_> {
         name: &[u8],
         f: impl FnOnce(Option<RawFd>, &[u8]) -> nix::Result<T>,
     ) -> nix::Result<T> {
-        match self.fd {
-            Some(fd) if self.rel.is_empty() => f(Some(fd), name),
-            Some(fd) => f(Some(fd), &self.within(name)),
-            None => {
-                let mut full = self.dir.to_vec();
-                full.push(b'/');
-                full.extend_from_slice(name);
-                f(None, &full)
-            }
-        }
+        let (fd, prefix) = match self.fd {
+            Some(fd) if self.rel.is_empty() => return f(Some(fd), name),
+            Some(fd) => (Some(fd), self.rel),
+            None => (None, self.dir),
+        };
+        // `prefix/name`, on the stack when it is short (it nearly always is: this runs
+        // for every entry of the tree).
+        let len = prefix.len() + 1 + name.len();
+        let mut short = [0u8; 256];
+        let mut long = Vec::new();
+        let buf: &mut [u8] = if len <= short.len() {
+            &mut short[..len]
+        } else {
+            long.resize(len, 0);
+            &mut long
+        };
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()] = b'/';
+        buf[prefix.len() + 1..].copy_from_slice(name);
+        f(fd, buf)
     }
 
     /// stat(2) of an entry, following links or not.
@@ -542,17 +552,28 @@ fn walk_dir(ctx: Ctx<'_>, dir: Dir<'_>, ancestors: &[(u64, u64)]) -> Vec<Vec<Fou
             }
         }
     };
+    let mut own = Vec::with_capacity(entries.len() + 1);
+    own.extend(listing.map(Found::Listing));
     // Files need no task of their own; a directory with subdirectories fans out.
-    let fan_out = entries.iter().any(Ent::maybe_dir);
-    let visited: Vec<(Option<Found>, Vec<Vec<Found>>)> = if fan_out {
-        entries.par_iter().map(visit).collect()
-    } else {
-        entries.iter().map(visit).collect()
-    };
+    if !entries.iter().any(Ent::maybe_dir) {
+        for ent in &entries {
+            match step(ctx, at, ent, ancestors) {
+                Step::Found(f) => own.push(f),
+                Step::Nothing => {}
+                // Not met here (no entry may be a directory), but walked all the same.
+                Step::Descend(sub, id) => {
+                    let mut below = ancestors.to_vec();
+                    below.push(id);
+                    own.extend(walk_dir(ctx, sub, &below).into_iter().flatten());
+                }
+            }
+        }
+        drop(handle);
+        return vec![own];
+    }
+    let visited: Vec<(Option<Found>, Vec<Vec<Found>>)> = entries.par_iter().map(visit).collect();
     drop(handle);
     let mut pieces = Vec::new();
-    let mut own = Vec::with_capacity(visited.len() + 1);
-    own.extend(listing.map(Found::Listing));
     for (one, below) in visited {
         own.extend(one);
         if !below.is_empty() {
