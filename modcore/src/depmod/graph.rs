@@ -488,10 +488,10 @@ impl<'a> DepGraph<'a> {
     }
 
     /// The symbols modules export, each with its owner (the last exporter in module
-    /// order), sorted by name.
-    pub fn owned_symbols(&self) -> Vec<(&'a [u8], u32)> {
+    /// order), sorted by name (borrowed when the graph holds them so).
+    pub fn owned_symbols(&self) -> std::borrow::Cow<'_, [(&'a [u8], u32)]> {
         match &self.symbols {
-            Symbols::Owned(v) => v.clone(),
+            Symbols::Owned(v) => std::borrow::Cow::Borrowed(v),
             Symbols::Map(m) => {
                 let mut v: Vec<(&'a [u8], u32)> = m
                     .iter()
@@ -499,7 +499,7 @@ impl<'a> DepGraph<'a> {
                     .collect();
                 // The names are the keys of a map: no two are equal.
                 crate::bytesort::sort_unstable_by_bytes(&mut v, |&(k, _)| k);
-                v
+                std::borrow::Cow::Owned(v)
             }
         }
     }

@@ -178,14 +178,12 @@ pub const OUTPUT_FILES: &[&str] = &[
     "modules.devname",
 ];
 
-/// The output made on a task of its own, side by side with all the others (see `run`).
+/// The output whose making the cache writer waits for (it keeps the alias index's order).
 const HEAVY_OUTPUT: &str = "modules.alias.bin";
 
-/// The outputs that take longest to make, longest first: the task that starts with
-/// [`HEAVY_OUTPUT`] goes on with the next of them not yet taken (when the alias index is
-/// left as it is, the symbol index is then made from the start, not after the files
-/// before it in write order).
-const HEAVY_OUTPUTS: &[&str] = &[HEAVY_OUTPUT, "modules.symbols.bin"];
+/// The two outputs that take longest to make, each the first job of one of the two tasks
+/// that make the files (see `run`).
+const HEAVY_OUTPUTS: [&str; 2] = [HEAVY_OUTPUT, "modules.symbols.bin"];
 
 /// What a successful run did.
 #[derive(Debug, Default)]
@@ -766,12 +764,12 @@ pub fn run(
     let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
-        // The alias index is the biggest single job (about 40% of the work on a real
-        // tree): it starts at once on a task of its own, which then goes on with the
-        // other heavy files (see `HEAVY_OUTPUTS`). The other files are taken one after
-        // the other, in the order they are renamed, by the other task, and by the first
-        // once it is done with the heavy ones. Each file is made once, by the task that
-        // takes it first.
+        // The alias index and the symbol index are the biggest jobs (about 40% and 15%
+        // of the work on a real tree): each is the first job of one of two tasks, which
+        // then take the other files one after the other, in the order they are renamed
+        // (and this thread renames them). Each file is made once, by the task that takes
+        // it first. (Either index may be left as it is, at once: the other is then
+        // still made from the start.)
         let making = s.spawn(move || {
             let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
                 .iter()
@@ -782,15 +780,15 @@ pub fn run(
                     let _ = tx.send((i, make(OUTPUT_FILES[i])));
                 }
             };
-            let heavy = || {
-                HEAVY_OUTPUTS
+            let task = |first: &str| {
+                OUTPUT_FILES
                     .iter()
-                    .filter_map(|h| OUTPUT_FILES.iter().position(|n| n == h))
+                    .position(|n| *n == first)
+                    .into_iter()
+                    .chain(0..OUTPUT_FILES.len())
+                    .for_each(take)
             };
-            rayon::join(
-                || heavy().chain(0..OUTPUT_FILES.len()).for_each(take),
-                || (0..OUTPUT_FILES.len()).for_each(take),
-            );
+            rayon::join(|| task(HEAVY_OUTPUTS[0]), || task(HEAVY_OUTPUTS[1]));
         });
         let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
         let mut written = Ok(());

@@ -19,6 +19,9 @@ pub struct OutModule<'a> {
     pub data: ModView<'a>,
 }
 
+/// A module-owned symbol: its name and its owner (place in module order).
+type OwnedSymbol<'a> = (&'a [u8], u32);
+
 /// Everything needed to produce the files.
 pub struct Outputs<'a> {
     pub mods: &'a [OutModule<'a>],
@@ -29,7 +32,10 @@ pub struct Outputs<'a> {
     pub warn_dups: bool,
     /// The module-owned symbols, worked out once for the two files that list them (see
     /// [`Outputs::owned_symbols`]).
-    owned: std::sync::OnceLock<OwnedSymbols<'a>>,
+    owned: std::sync::OnceLock<std::borrow::Cow<'a, [OwnedSymbol<'a>]>>,
+    /// The same in kmod's symbol hash order (modules.symbols), worked out only when that
+    /// file is made.
+    owned_hash_order: std::sync::OnceLock<Vec<OwnedSymbol<'a>>>,
     /// The `.modinfo` values five files list, gathered once (see [`Outputs::listed`]).
     listed: std::sync::OnceLock<Listed<'a>>,
     /// Where the alias index's order is known already (see [`AliasHint`]).
@@ -49,14 +55,6 @@ pub struct AliasHint {
     pub sorted: Vec<(u32, u32)>,
     /// For each module (in module order): are all its aliases in `sorted`?
     pub covered: Vec<bool>,
-}
-
-/// Module-owned symbols (name, owner index), in two orders.
-struct OwnedSymbols<'a> {
-    /// By name (modules.symbols.bin: the index writer finds its keys already sorted).
-    by_name: Vec<(&'a [u8], u32)>,
-    /// In kmod's symbol hash order (modules.symbols).
-    hash_order: Vec<(&'a [u8], u32)>,
 }
 
 /// The values of each of [`MODINFO_KEYS`] over all modules: (module index, value), in
@@ -82,6 +80,7 @@ impl<'a> Outputs<'a> {
             layout,
             warn_dups,
             owned: std::sync::OnceLock::new(),
+            owned_hash_order: std::sync::OnceLock::new(),
             listed: std::sync::OnceLock::new(),
             alias_hint: None,
             alias_order: std::sync::OnceLock::new(),
@@ -468,25 +467,24 @@ impl<'a> Outputs<'a> {
         )
     }
 
-    /// Module-owned symbols (name, owner index), by name and in symbol hash order. Made
-    /// by the first caller, shared by the next (modules.symbols and modules.symbols.bin
-    /// are made concurrently). The graph gives them sorted by name; the hash order is a
-    /// distribution of that list by bucket.
-    fn owned_symbols(&self) -> &OwnedSymbols<'a> {
-        self.owned.get_or_init(|| {
-            let by_name = self.graph.owned_symbols();
-            let hash_order =
-                crate::hash::hash_order_of_sorted(&by_name, SYMBOL_BUCKETS, |(k, _)| k);
-            OwnedSymbols {
-                by_name,
-                hash_order,
-            }
+    /// Module-owned symbols (name, owner index), by name: the graph's list, borrowed when
+    /// it has one, else made by the first caller and shared by the next (modules.symbols
+    /// and modules.symbols.bin are made concurrently).
+    fn owned_symbols(&self) -> &[(&'a [u8], u32)] {
+        self.owned.get_or_init(|| self.graph.owned_symbols())
+    }
+
+    /// [`Outputs::owned_symbols`] in kmod's symbol hash order (a distribution of the
+    /// sorted list by bucket).
+    fn owned_symbols_hash_order(&self) -> &[(&'a [u8], u32)] {
+        self.owned_hash_order.get_or_init(|| {
+            crate::hash::hash_order_of_sorted(self.owned_symbols(), SYMBOL_BUCKETS, |(k, _)| k)
         })
     }
 
     pub fn modules_symbols(&self) -> Vec<u8> {
         const HEAD: &[u8] = b"# Aliases for symbols, used by symbol_request().\n";
-        let owned = &self.owned_symbols().hash_order;
+        let owned = self.owned_symbols_hash_order();
         let mut out = Vec::with_capacity(
             HEAD.len()
                 + owned
@@ -512,7 +510,7 @@ impl<'a> Outputs<'a> {
     /// [`Outputs::owned_symbols`] has them sorted already: the file is written from them
     /// directly.
     pub fn modules_symbols_bin(&self) -> Result<Vec<u8>, WriteError> {
-        let owned = &self.owned_symbols().by_name;
+        let owned = self.owned_symbols();
         let mut idx = SortedIndex::with_capacity(
             owned.len(),
             owned

@@ -9,7 +9,6 @@ use nix::dir::Type;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -651,7 +650,10 @@ pub struct Walker<'a> {
     cfg: &'a DepmodConfig,
     search: Vec<SearchEntry>,
     kept: Vec<Candidate>,
-    by_name: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
+    /// Places in `kept`, looked up by module name (the names are not copied: the table
+    /// holds places and hashes the names in `kept`).
+    by_name: hashbrown::HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
     stat: bool,
     prior: Option<&'a Cache>,
     listings: Vec<DirListing>,
@@ -664,7 +666,8 @@ impl<'a> Walker<'a> {
             cfg,
             search: cfg.effective_search(),
             kept: Vec::new(),
-            by_name: HashMap::default(),
+            by_name: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             stat: false,
             prior: None,
             listings: Vec::new(),
@@ -744,7 +747,11 @@ impl<'a> Walker<'a> {
         // one thread after the walk, and a map grown step by step rehashes every name.
         let n: usize = all.iter().map(Vec::len).sum();
         self.kept.reserve(n);
-        self.by_name.reserve(n);
+        let (kept, hasher) = (&self.kept, &self.hasher);
+        self.by_name.reserve(n, |&i| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(kept[i].modname.as_slice())
+        });
         for found in all.into_iter().flatten() {
             match found {
                 Found::Module(c) => self.offer(c),
@@ -757,12 +764,22 @@ impl<'a> Walker<'a> {
 
     /// Offer one candidate (in walk order); keeps it, drops it, or replaces a kept one.
     pub fn offer(&mut self, n: Candidate) {
-        match self.by_name.get(&n.modname) {
+        use std::hash::BuildHasher;
+        let hasher = &self.hasher;
+        let kept = &self.kept;
+        let hash = hasher.hash_one(n.modname.as_slice());
+        match self
+            .by_name
+            .find(hash, |&i| kept[i].modname == n.modname)
+            .copied()
+        {
             None => {
-                self.by_name.insert(n.modname.clone(), self.kept.len());
+                self.by_name.insert_unique(hash, kept.len(), |&i| {
+                    hasher.hash_one(kept[i].modname.as_slice())
+                });
                 self.kept.push(n);
             }
-            Some(&i) => {
+            Some(i) => {
                 if self.new_wins(&n, &self.kept[i]) {
                     self.kept[i] = n;
                 }
