@@ -762,34 +762,47 @@ pub fn run(
     // it again). The stat key of each file this run made or found holding its bytes.
     let mut quiet = true;
     let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
+    // The alias index and the symbol index are the biggest jobs (about 40% and 15% of the
+    // work on a real tree): each is the first job of one of two threads, which then take
+    // the other files one after the other, in the order they are renamed (and this
+    // thread renames them). Each file is made once, by the thread that takes it first.
+    // (Either index may be left as it is, at once: the other is then still made from the
+    // start.) Threads of their own, not a `rayon::join`: the pool may leave the second
+    // job waiting for milliseconds until a sleeping worker happens to wake.
+    let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
+    let task = |first: &str, tx: std::sync::mpsc::Sender<(usize, Made)>| {
+        let take = |i: usize| {
+            if !taken[i].swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let _ = tx.send((i, make(OUTPUT_FILES[i])));
+            }
+        };
+        OUTPUT_FILES
+            .iter()
+            .position(|n| *n == first)
+            .into_iter()
+            .chain(0..OUTPUT_FILES.len())
+            .for_each(take)
+    };
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
-        // The alias index and the symbol index are the biggest jobs (about 40% and 15%
-        // of the work on a real tree): each is the first job of one of two tasks, which
-        // then take the other files one after the other, in the order they are renamed
-        // (and this thread renames them). Each file is made once, by the task that takes
-        // it first. (Either index may be left as it is, at once: the other is then
-        // still made from the start.)
-        let making = s.spawn(move || {
-            let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
-                .iter()
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
-                .collect();
-            let take = |i: usize| {
-                if !taken[i].swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    let _ = tx.send((i, make(OUTPUT_FILES[i])));
-                }
-            };
-            let task = |first: &str| {
-                OUTPUT_FILES
-                    .iter()
-                    .position(|n| *n == first)
-                    .into_iter()
-                    .chain(0..OUTPUT_FILES.len())
-                    .for_each(take)
-            };
-            rayon::join(|| task(HEAVY_OUTPUTS[0]), || task(HEAVY_OUTPUTS[1]));
-        });
+        // (A thread that cannot be started leaves its files to the other, or to this
+        // one, here.)
+        let making: Vec<_> = HEAVY_OUTPUTS
+            .iter()
+            .filter_map(|&first| {
+                let tx = tx.clone();
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || task(first, tx))
+                    .ok()
+            })
+            .collect();
+        if making.is_empty() {
+            task(HEAVY_OUTPUTS[0], tx.clone());
+        }
+        drop(tx);
         let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
         let mut written = Ok(());
         for (i, name) in OUTPUT_FILES.iter().enumerate() {
@@ -825,7 +838,9 @@ pub fn run(
                 Ok(())
             });
         }
-        let _ = making.join();
+        for m in making {
+            let _ = m.join();
+        }
         written
     });
     phases.mark("outputs written");
