@@ -763,12 +763,12 @@ pub fn run(
     let mut quiet = true;
     let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
     // The alias index and the symbol index are the biggest jobs (about 40% and 15% of the
-    // work on a real tree): each is the first job of one of two threads, which then take
+    // work on a real tree): each is the first job of one of two tasks, which then take
     // the other files one after the other, in the order they are renamed (and this
-    // thread renames them). Each file is made once, by the thread that takes it first.
+    // thread renames them). Each file is made once, by the task that takes it first.
     // (Either index may be left as it is, at once: the other is then still made from the
-    // start.) Threads of their own, not a `rayon::join`: the pool may leave the second
-    // job waiting for milliseconds until a sleeping worker happens to wake.
+    // start.) A broadcast, not a `rayon::join`: the second half of a join waits for a
+    // worker to steal it, and a sleeping worker was seen to wake milliseconds late.
     let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
         .iter()
         .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -788,21 +788,25 @@ pub fn run(
     };
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
-        // (A thread that cannot be started leaves its files to the other, or to this
-        // one, here.)
-        let making: Vec<_> = HEAVY_OUTPUTS
-            .iter()
-            .filter_map(|&first| {
-                let tx = tx.clone();
-                std::thread::Builder::new()
-                    .spawn_scoped(s, move || task(first, tx))
-                    .ok()
-            })
-            .collect();
-        if making.is_empty() {
-            task(HEAVY_OUTPUTS[0], tx.clone());
-        }
-        drop(tx);
+        // Every worker of the pool runs a task, worker i the one that starts with heavy
+        // file i mod 2 (a broadcast wakes each worker for its own job; with one worker,
+        // its task makes every file). On the pool, not threads of their own: the
+        // workers' heaps hold what the read left free (a new thread's heap would add
+        // some 8 MiB to a full run's peak). If the thread cannot be started, this one
+        // makes the files first.
+        let broadcast = move || {
+            rayon::broadcast(|ctx| {
+                task(HEAVY_OUTPUTS[ctx.index() % HEAVY_OUTPUTS.len()], tx.clone())
+            });
+        };
+        let making = match std::thread::Builder::new().spawn_scoped(s, broadcast.clone()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                broadcast();
+                None
+            }
+        };
+        drop(broadcast);
         let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
         let mut written = Ok(());
         for (i, name) in OUTPUT_FILES.iter().enumerate() {
@@ -838,7 +842,7 @@ pub fn run(
                 Ok(())
             });
         }
-        for m in making {
+        if let Some(m) = making {
             let _ = m.join();
         }
         written
