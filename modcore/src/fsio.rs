@@ -99,6 +99,22 @@ impl Creation {
 /// permissions a new file gets (`new`)? If so, the file's metadata (as found when it was
 /// opened).
 pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Metadata> {
+    holds_exactly_open(path, data, new).map(|(_, meta)| meta)
+}
+
+/// [`holds_exactly`], and if so, the file's access and modification times set to now
+/// (through the descriptor it was checked through): what a rewrite would leave, but for
+/// the inode, and nothing written. Its metadata after that.
+pub fn holds_exactly_touched(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Metadata> {
+    use std::os::fd::AsRawFd;
+    let (f, _) = holds_exactly_open(path, data, new)?;
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    nix::sys::stat::futimens(f.as_raw_fd(), &now, &now).ok()?;
+    f.metadata().ok()
+}
+
+/// [`holds_exactly`], with the file it checked (open for reading).
+fn holds_exactly_open(path: &Path, data: &[u8], new: &Creation) -> Option<(File, fs::Metadata)> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     // (O_NONBLOCK: a FIFO by that name must not make the open wait for a writer.)
@@ -143,7 +159,7 @@ pub fn holds_exactly(path: &Path, data: &[u8], new: &Creation) -> Option<fs::Met
             Err(_) => return None,
         };
         if got == 0 {
-            return rest.is_empty().then_some(meta);
+            return rest.is_empty().then_some((f, meta));
         }
         if got > rest.len() || old[..got] != rest[..got] {
             return None;

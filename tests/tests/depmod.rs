@@ -664,8 +664,9 @@ fn a_very_deep_tree_is_walked_in_constant_stack() {
 }
 
 /// Outputs that already hold exactly their new bytes (and the owner and mode a new file
-/// gets) are left in place; any difference makes them rewritten. modules.dep is always
-/// rewritten (`depmod -A` compares its time with the modules').
+/// gets) are left in place; any difference makes them rewritten. modules.dep left in
+/// place gets its time set to now all the same (`depmod -A` compares its time with the
+/// modules').
 #[test]
 fn unchanged_outputs_are_left_in_place() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -680,12 +681,26 @@ fn unchanged_outputs_are_left_in_place() {
     let before: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();
     let snapshot = t.snapshot();
 
+    let dep = t.moddir().join("modules.dep");
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+    fs::File::options()
+        .write(true)
+        .open(&dep)
+        .and_then(|f| f.set_modified(long_ago))
+        .expect("set modules.dep's mtime");
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
     t.run(&o).0.expect("second run");
     assert_eq!(t.snapshot(), snapshot, "same bytes");
     for (name, old) in OUTPUT_FILES.iter().zip(&before) {
-        let kept = ino(name) == *old;
-        assert_eq!(kept, *name != "modules.dep", "{name} kept: {kept}");
+        assert_eq!(ino(name), *old, "{name} kept");
     }
+    let dep_time = fs::metadata(&dep)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert!(
+        dep_time >= started,
+        "modules.dep's time set to now: {dep_time:?}"
+    );
 
     // Other contents (of the same length), another mode, or a second name: written
     // anew, as kmod would.
@@ -704,6 +719,8 @@ fn unchanged_outputs_are_left_in_place() {
         t.base.join("devname-link"),
     )
     .expect("link");
+    // (modules.dep is not touched through a second name either.)
+    fs::hard_link(&dep, t.base.join("dep-link")).expect("link");
     let old: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();
     t.run(&o).0.expect("third run");
     let now: Vec<u64> = OUTPUT_FILES.iter().map(|n| ino(n)).collect();

@@ -428,14 +428,21 @@ fn outputs_are_left_only_while_they_and_their_inputs_are_unchanged() {
     assert!(record.exists(), "the outputs are recorded");
     let s = t.check("unchanged");
     assert!(s.outputs_up_to_date);
-    // modules.dep is written all the same (`depmod -A` goes by its mtime).
+    // modules.dep, left in place too, gets its time set to now (`depmod -A` goes by its
+    // mtime); nothing is renamed.
     let dep = t.moddir().join("modules.dep");
     let dep_ino = fs::metadata(&dep).expect("stat").ino();
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30);
+    set_mtime(&dep, long_ago);
     assert!(t.check("unchanged again").outputs_up_to_date);
-    assert_ne!(
+    assert_eq!(
         fs::metadata(&dep).expect("stat").ino(),
         dep_ino,
-        "modules.dep rewritten"
+        "modules.dep kept"
+    );
+    assert!(
+        mtime(&dep) > long_ago + Duration::from_secs(1 << 29),
+        "its time set to now"
     );
     // ... from what it holds, which must be what the record says it made.
     let dep_bytes = fs::read(&dep).expect("read");

@@ -422,8 +422,9 @@ pub fn run(
     // Outputs known to be up to date (see `uptodate`): every input of the files the same
     // as when the files in place were made, and those very files still there. Only a
     // writing run with the cache, no kernel symbol list and every module read counts.
-    // Then modules.dep is written again as it is (its recorded hash checked), and unless
-    // `-v` wants the edges printed, not even the dependency graph is worked out.
+    // Then modules.dep is made as it is (its recorded hash checked; left in place, its
+    // time set to now), and unless `-v` wants the edges printed, not even the dependency
+    // graph is worked out.
     let out_paths: Vec<&[u8]> = ordered
         .iter()
         .map(|&i| cands[i].relpath(&moddir).unwrap_or(&cands[i].path))
@@ -742,10 +743,15 @@ pub fn run(
         }
         let job = p.data.map(|data| {
             let dir = &outdir_path;
+            // (modules.dep's time must move all the same, `depmod -A` compares the
+            // modules' times with it: left in place, it gets its times set to now.)
             let unchanged = |new: &fsio::Creation| {
-                (data.len() <= UNCHANGED_CHECK_MAX && name != "modules.dep")
-                    .then(|| fsio::holds_exactly(&dir.join(name), &data, new))
-                    .flatten()
+                let path = dir.join(name);
+                match (data.len() <= UNCHANGED_CHECK_MAX, name == "modules.dep") {
+                    (false, _) => None,
+                    (true, false) => fsio::holds_exactly(&path, &data, new),
+                    (true, true) => fsio::holds_exactly_touched(&path, &data, new),
+                }
             };
             if let Some(meta) = creation.as_ref().and_then(unchanged) {
                 return Ok(Output::Kept(Some(FileKey::of(&meta))));
@@ -762,6 +768,8 @@ pub fn run(
     // it again). The stat key of each file this run made or found holding its bytes.
     let mut quiet = true;
     let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
+    // Something was renamed into the output directory (which is then synced).
+    let mut renamed = false;
     // The alias index and the symbol index are the biggest jobs (about 40% and 15% of the
     // work on a real tree): each is the first job of one of two tasks, which then take
     // the other files one after the other, in the order they are renamed (and this
@@ -834,6 +842,7 @@ pub fn run(
                 keys[i] = match job? {
                     Output::New(prepared) => {
                         let (replaced, meta) = prepared.commit_holding_stat()?;
+                        renamed = true;
                         freeing.drop_later(replaced);
                         meta.map(|m| FileKey::of(&m))
                     }
@@ -879,6 +888,7 @@ pub fn run(
                     dep_hash: dep_hash.get().copied().unwrap_or_default(),
                     files,
                 };
+                renamed = true;
                 uptodate::store(&outdir_path, &record).map_err(|e| e.to_string())
             }
             None => Err("an output file could not be stat'ed".into()),
@@ -888,6 +898,7 @@ pub fn run(
         }
     }
     if let Some(Some(res)) = cache_done {
+        renamed = true;
         match res.and_then(fsio::Prepared::commit_holding) {
             Ok(replaced) => freeing.drop_later(replaced),
             Err(e) => sink.emit(
@@ -896,7 +907,12 @@ pub fn run(
             ),
         }
     }
-    let _ = fsio::sync_dir(&outdir_path);
+    // The renames made durable (a run that renamed nothing, every output left in place,
+    // has nothing to sync: modules.dep's new times need not outlive a crash, which at
+    // worst makes a later `depmod -A` run again).
+    if renamed {
+        let _ = fsio::sync_dir(&outdir_path);
+    }
     freeing.wait();
     phases.mark("cache written");
     let summary = Summary {
@@ -1005,8 +1021,8 @@ enum Output {
 /// differs and a read up to the first difference when it does not, far less than writing,
 /// syncing and renaming the file (and freeing the one it replaces). An incremental run
 /// often leaves whole files as they were (modules.symbols and its index when no export
-/// changed hands, the alias files when no alias did). modules.dep is always written:
-/// `depmod -A` compares its modification time with the modules'.
+/// changed hands, the alias files when no alias did). modules.dep left in place has its
+/// times set to now: `depmod -A` compares its modification time with the modules'.
 const UNCHANGED_CHECK_MAX: usize = 64 << 20;
 
 /// Files replaced by this run, held open by the rename (see

@@ -19,10 +19,11 @@
 //! [`RECORD_FILE`] beside the cache. A later run with the same
 //! fingerprint that finds every output with its recorded key (same inode, size, mtime
 //! and ctime: any write, rename over it, `chmod`, `chown` or link moves ctime, which
-//! cannot be set from user space) leaves them as they are and writes only modules.dep,
-//! which is always written (`depmod -A` reads its mtime): as it finds it, its contents
-//! checked against the hash the record keeps of it, so that the dependency graph need
-//! not be worked out either (unless `-v` prints its edges).
+//! cannot be set from user space) leaves them as they are, and modules.dep as well, its
+//! contents checked against the hash the record keeps of it (so that the dependency graph
+//! need not be worked out either, unless `-v` prints its edges) and its time set to now
+//! (`depmod -A` reads its mtime; rewritten instead if it is not exactly what a rewrite
+//! would leave).
 //!
 //! The record is written like the cache (temporary file and rename, not synced,
 //! checksummed) and ignored when missing, corrupt or written by another build; a run
