@@ -106,9 +106,9 @@ impl Fingerprint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub fingerprint: u64,
-    /// The `cache::checksum` of the modules.dep made (that file is written by every run,
-    /// so it has no lasting key: an up-to-date run writes it again as it finds it, after
-    /// this check).
+    /// The `cache::checksum` of the modules.dep made (every run moves that file's time,
+    /// so it has no lasting key: an up-to-date run checks its contents against this and
+    /// leaves it in place with its time set to now, or writes it again as it finds it).
     pub dep_hash: u64,
     /// Each output (by name), the sum of the inputs it was made from (see the module
     /// documentation), and its stat key.
