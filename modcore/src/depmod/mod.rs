@@ -609,6 +609,8 @@ pub fn run(
     // The alias index's order, from its maker to the cache writer.
     let (alias_tx, alias_rx) = std::sync::mpsc::channel::<Option<Vec<(u32, u32)>>>();
     let alias_tx = std::sync::Mutex::new(Some(alias_tx));
+    // The alias index was left in place (its order is sent after the files are made).
+    let alias_kept = std::sync::atomic::AtomicBool::new(false);
     let produce = |name: &str| -> Produced {
         let mut diags = Collect::default();
         let (Some(out), Some(dep_lines)) = (out.as_ref(), dep_lines.as_ref()) else {
@@ -726,10 +728,9 @@ pub fn run(
             let kept = record.as_ref().zip(inputs_of(name));
             if let Some(key) = kept.and_then(|(r, i)| r.kept(&outdir_path, name, i)) {
                 if name == HEAVY_OUTPUT {
-                    // The cache writer keeps the order of the index left in place.
-                    if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
-                        let _ = tx.send(out.as_ref().and_then(Outputs::kept_alias_order));
-                    }
+                    // The cache writer keeps the order of the index left in place: worked
+                    // out once the files are written, and only if the writer wants it.
+                    alias_kept.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 return Made {
                     job: Ok(Ok(Output::Kept(Some(key)))),
@@ -857,8 +858,16 @@ pub fn run(
         written
     });
     phases.mark("outputs written");
-    // Made or not, the alias index has nothing more to tell the cache writer.
-    drop(alias_tx.lock().ok().and_then(|mut t| t.take()));
+    // The order of an alias index left in place, for a cache writer still at work: one
+    // that has finished either writes no file or did not wait for the order (working it
+    // out takes about 0.5 ms on the 6.12 tree, and a run that only adds a module seldom
+    // rewrites the cache). Made or not, the index then has nothing more to tell it.
+    if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
+        let listening = cache_job.as_ref().is_some_and(|j| !j.is_finished());
+        if listening && alias_kept.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = tx.send(out.as_ref().and_then(Outputs::kept_alias_order));
+        }
+    }
     // Only once every output is in place does the new cache replace the old one (the
     // writer is always waited for, so no temporary file outlives the run). A failure only
     // costs speed next time: reported at debug level, the run succeeds.
