@@ -20,7 +20,7 @@ use crate::index::Layout;
 use crate::module::ModuleData;
 use cache::{Body, Cache, FileKey};
 use graph::{DepGraph, Event, OrderFile, ResolveOptions};
-use output::{OutModule, Outputs};
+use output::{ModuleOutputs, OutModule, Outputs};
 use rayon::prelude::*;
 use std::ffi::OsStr;
 use std::io::Write;
@@ -184,6 +184,9 @@ const HEAVY_OUTPUT: &str = "modules.alias.bin";
 /// The two outputs that take longest to make, each the first job of one of the two tasks
 /// that make the files (see `run`).
 const HEAVY_OUTPUTS: [&str; 2] = [HEAVY_OUTPUT, "modules.symbols.bin"];
+
+/// The outputs made while the dependency graph is worked out (they need none).
+const EARLY_OUTPUTS: [&str; 2] = [HEAVY_OUTPUT, "modules.alias"];
 
 /// What a successful run did.
 #[derive(Debug, Default)]
@@ -465,70 +468,6 @@ pub fn run(
         errsyms: opts.errsyms && kernel_symbols.is_some(),
         kernel_symbols,
     };
-    // (Not worked out when the outputs are up to date and no edge is to be printed.)
-    let graph = if up_to_date && opts.verbose == 0 {
-        None
-    } else {
-        let mut events = Vec::new();
-        let g = DepGraph::build(&datas, &ropts, &mut events);
-        let paths: Vec<&[u8]> = ordered.iter().map(|&i| cands[i].path.as_slice()).collect();
-        for ev in &events {
-            match ev {
-                Event::Edge {
-                    user,
-                    symbol,
-                    owner,
-                } => {
-                    if opts.verbose > 0 {
-                        writeln!(
-                            stdout,
-                            "{} needs \"{}\": {}",
-                            show(paths[*user as usize]),
-                            show(symbol),
-                            show(paths[*owner as usize])
-                        )
-                        .map_err(DepmodError::Stdout)?;
-                    }
-                }
-                Event::Unknown { module, symbol } => sink.emit(
-                    Level::Warning,
-                    format!(
-                        "{} needs unknown symbol {}",
-                        show(paths[*module as usize]),
-                        show(symbol)
-                    ),
-                ),
-                Event::BadCrc { module, symbol } => sink.emit(
-                    Level::Warning,
-                    format!(
-                        "{} disagrees about version of symbol {}",
-                        show(paths[*module as usize]),
-                        show(symbol)
-                    ),
-                ),
-            }
-        }
-        phases.mark("symbols resolved");
-        let topo = match g.topo() {
-            Ok(t) => t,
-            Err(stalled) => {
-                let (cycles, count) = g.cycles(&stalled);
-                for c in cycles {
-                    let names: Vec<String> = c
-                        .iter()
-                        .map(|&m| show(&cands[ordered[m as usize]].modname).into_owned())
-                        .collect();
-                    sink.emit(
-                        Level::Error,
-                        format!("Cycle detected: {}", names.join(" -> ")),
-                    );
-                }
-                return Err(DepmodError::Cycles(count));
-            }
-        };
-        Some((g, topo))
-    };
-
     let mods: Vec<OutModule<'_>> = ordered
         .iter()
         .zip(&datas)
@@ -539,35 +478,33 @@ pub fn run(
             data: *d,
         })
         .collect();
-    let out = graph.as_ref().map(|(g, topo)| {
-        Outputs::new(&mods, g, topo, opts.layout, opts.warn_dups).with_alias_hint(alias_hint)
-    });
-    let dep_lines = out.as_ref().map(Outputs::dep_lines);
-    phases.mark("dependencies sorted");
+    // What the files made from the modules alone need (no dependency graph).
+    let listing =
+        ModuleOutputs::new(&mods, opts.layout, opts.warn_dups).with_alias_hint(alias_hint);
 
     // What each output is made from (see `uptodate`): the whole fingerprint, or for the
     // files made from part of the inputs, that part (its sums worked out by the first
-    // task that asks, not on this thread). Nothing without a fingerprint.
+    // task that asks, not on this thread; the symbol files' part needs `graph`). Nothing
+    // without a fingerprint.
     let alias_digests = std::sync::OnceLock::new();
     let symbols_digests = std::sync::OnceLock::new();
-    let inputs_of = |name: &str| -> Option<u64> {
+    let inputs_with = |name: &str, graph: Option<&DepGraph<'_>>| -> Option<u64> {
         let (f, base) = (fingerprint?, base.as_ref()?);
-        let alias = |k: usize| -> Option<[u8; 8]> {
-            let out = out.as_ref()?;
+        let alias = |k: usize| -> [u8; 8] {
             let sums =
-                alias_digests.get_or_init(|| out.alias_digests(|m| results[m as usize].hash));
-            Some(sums[k].to_le_bytes())
+                alias_digests.get_or_init(|| listing.alias_digests(|m| results[m as usize].hash));
+            sums[k].to_le_bytes()
         };
         let symbols = |k: usize| -> Option<[u8; 8]> {
-            let (g, _) = graph.as_ref()?;
+            let g = graph?;
             let sums = symbols_digests.get_or_init(|| {
                 g.owned_symbols_digests(|o| cands[ordered[o as usize]].modname.as_slice())
             });
             Some(sums[k].to_le_bytes())
         };
         let part: &[u8] = match Part::of(name) {
-            Some(Part::AliasText) => &alias(0)?,
-            Some(Part::AliasIndex) => &alias(1)?,
+            Some(Part::AliasText) => &alias(0),
+            Some(Part::AliasIndex) => &alias(1),
             Some(Part::Builtin) => builtin.as_deref().ok()?,
             Some(Part::BuiltinModinfo) => builtin_modinfo.as_deref().ok()?,
             Some(Part::SymbolsText) => &symbols(0)?,
@@ -611,97 +548,26 @@ pub fn run(
     let alias_tx = std::sync::Mutex::new(Some(alias_tx));
     // The alias index was left in place (its order is sent after the files are made).
     let alias_kept = std::sync::atomic::AtomicBool::new(false);
-    let produce = |name: &str| -> Produced {
-        let mut diags = Collect::default();
-        let (Some(out), Some(dep_lines)) = (out.as_ref(), dep_lines.as_ref()) else {
-            // Up to date, no graph: only modules.dep is made, as it was.
-            return Produced {
-                data: Ok(dep_as_it_is.clone().unwrap_or_default()),
-                diags,
-            };
-        };
-        let sink: &mut dyn Sink = &mut diags;
-        let data = match name {
-            "modules.dep" => Ok(Outputs::modules_dep(dep_lines)),
-            "modules.dep.bin" => out.modules_dep_bin(dep_lines).map_err(|e| ixerr(name, e)),
-            "modules.alias" => Ok(out.modules_alias()),
-            "modules.alias.bin" => {
-                let made = out.modules_alias_bin(sink).map_err(|e| ixerr(name, e));
-                // The cache writer keeps the index's order (it waits for it).
-                if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
-                    let _ = tx.send(out.alias_file_order());
+    // The bytes of a file made from the modules alone (`None`: not such a file).
+    let produce_listed =
+        |name: &str, sink: &mut dyn Sink| -> Option<Result<Vec<u8>, DepmodError>> {
+            Some(match name {
+                "modules.alias" => Ok(listing.modules_alias()),
+                "modules.alias.bin" => {
+                    let made = listing.modules_alias_bin(sink).map_err(|e| ixerr(name, e));
+                    // The cache writer keeps the index's order (it waits for it).
+                    if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
+                        let _ = tx.send(listing.alias_file_order());
+                    }
+                    made
                 }
-                made
-            }
-            "modules.softdep" => Ok(out.modules_softdep()),
-            "modules.weakdep" => Ok(out.modules_weakdep()),
-            "modules.symbols" => Ok(out.modules_symbols()),
-            "modules.symbols.bin" => out.modules_symbols_bin().map_err(|e| ixerr(name, e)),
-            "modules.builtin.bin" => read_input("modules.builtin", sink)
-                .map(|d| output::builtin_bin(d, opts.layout, sink))
-                .transpose()
-                .map_err(|e| ixerr(name, e))
-                .map(Option::unwrap_or_default),
-            "modules.builtin.alias.bin" => read_input("modules.builtin.modinfo", sink)
-                .map(|d| output::builtin_alias_bin(d, opts.layout, sink))
-                .transpose()
-                .map_err(|e| ixerr(name, e))
-                .map(Option::unwrap_or_default),
-            "modules.devname" => Ok(out.modules_devname(sink)),
-            _ => Ok(Vec::new()),
+                "modules.softdep" => Ok(listing.modules_softdep()),
+                "modules.weakdep" => Ok(listing.modules_weakdep()),
+                "modules.devname" => Ok(listing.modules_devname(sink)),
+                _ => return None,
+            })
         };
-        Produced { data, diags }
-    };
 
-    if opts.dry_run {
-        const SHOWN: [&str; 5] = [
-            "modules.dep",
-            "modules.alias",
-            "modules.softdep",
-            "modules.symbols",
-            "modules.devname",
-        ];
-        let parts: Vec<Produced> = SHOWN.par_iter().map(|n| produce(n)).collect();
-        let mut all = Vec::new();
-        for p in parts {
-            p.diags.replay(sink);
-            all.extend(p.data?);
-        }
-        stdout.write_all(&all).map_err(DepmodError::Stdout)?;
-        stdout.flush().map_err(DepmodError::Stdout)?;
-        return Ok(Summary {
-            up_to_date: false,
-            outputs_up_to_date: false,
-            modules: mods.len(),
-            unreadable,
-            from_cache,
-            dirs_from_cache,
-            phases: phases.marks,
-        });
-    }
-
-    if opts.outdir.is_some() {
-        std::fs::create_dir_all(&outdir_path).map_err(|e| DepmodError::OutDir {
-            path: outdir_path.display().to_string(),
-            err: crate::errno_text(&e),
-        })?;
-    }
-    // The new cache is written (not yet renamed into place) while the outputs are made.
-    let cache_job = use_cache.then(|| {
-        let (dir, ordered) = (outdir_path.clone(), ordered.clone());
-        let (cands, results) = (Arc::clone(&cands), Arc::clone(&results));
-        let listings = std::mem::take(&mut listings);
-        std::thread::spawn(move || {
-            let prior = Prior {
-                cached_entries,
-                cache_bytes,
-                run_start,
-                aliases: alias_rx,
-                no_alias_index: up_to_date,
-            };
-            prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
-        })
-    });
     // Each file is written under a temporary name as soon as it is made, by the task
     // that made it, and its writeback started (the writes go on while the rest is made).
     // Meanwhile this thread syncs and renames the files into place one by one in the
@@ -715,30 +581,34 @@ pub fn run(
     // The hash of the modules.dep made, for the record (only when one may be written).
     let recording = fingerprint.is_some() && !up_to_date;
     let dep_hash = std::sync::OnceLock::new();
-    let make = |name: &'static str| -> Made {
+    // An output left as it is, if it can be (the symbol files need `graph` to tell).
+    let kept_as_is = |name: &'static str, graph: Option<&DepGraph<'_>>| -> Option<Made> {
         if up_to_date && name != "modules.dep" {
             // Left as it is (and so is the record that says so).
-            return Made {
+            return Some(Made {
                 job: Ok(Ok(Output::Kept(None))),
                 diags: Collect::default(),
-            };
+            });
         }
         // Made from part of the inputs, that part unchanged, the file as it was made.
         if Part::of(name).is_some() {
-            let kept = record.as_ref().zip(inputs_of(name));
+            let kept = record.as_ref().zip(inputs_with(name, graph));
             if let Some(key) = kept.and_then(|(r, i)| r.kept(&outdir_path, name, i)) {
                 if name == HEAVY_OUTPUT {
                     // The cache writer keeps the order of the index left in place: worked
                     // out once the files are written, and only if the writer wants it.
                     alias_kept.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                return Made {
+                return Some(Made {
                     job: Ok(Ok(Output::Kept(Some(key)))),
                     diags: Collect::default(),
-                };
+                });
             }
         }
-        let p = produce(name);
+        None
+    };
+    // A file made: written under its temporary name, or found in place already.
+    let finish = |name: &'static str, p: Produced| -> Made {
         if let (true, true, Ok(data)) = (recording, name == "modules.dep", &p.data) {
             let _ = dep_hash.set(cache::checksum(data));
         }
@@ -764,175 +634,390 @@ pub fn run(
             diags: p.diags,
         }
     };
-    let mut freeing = Freeing::default();
-    // No output had anything to say (else the record is not kept: the next run must say
-    // it again). The stat key of each file this run made or found holding its bytes.
-    let mut quiet = true;
-    let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
-    // Something was renamed into the output directory (which is then synced).
-    let mut renamed = false;
-    // The alias index and the symbol index are the biggest jobs (about 40% and 15% of the
-    // work on a real tree): each is the first job of one of two tasks, which then take
-    // the other files one after the other, in the order they are renamed (and this
-    // thread renames them). Each file is made once, by the task that takes it first.
-    // (Either index may be left as it is, at once: the other is then still made from the
-    // start.) A broadcast, not a `rayon::join`: the second half of a join waits for a
-    // worker to steal it, and a sleeping worker was seen to wake milliseconds late.
+    // The alias files need no graph, and the alias index is the biggest job of all (on
+    // the 6.12 tree 4 to 5 ms of a run that adds a module): both are made on the pool
+    // while this thread works the graph out (which leaves a core idle much of the time)
+    // and the other files are made. Not for a dry run, nor when the output directory
+    // cannot be made (that is reported where the files are written), nor on a thread of a
+    // pool: this thread waits for the files without taking part in the pool's work, and
+    // the job might wait in its own queue.
+    let make_early = !up_to_date
+        && !opts.dry_run
+        && rayon::current_thread_index().is_none()
+        && (opts.outdir.is_none() || std::fs::create_dir_all(&outdir_path).is_ok());
+    let early = || -> Vec<(usize, Made)> {
+        EARLY_OUTPUTS
+            .iter()
+            .filter_map(|&name| {
+                let at = OUTPUT_FILES.iter().position(|n| *n == name)?;
+                let made = kept_as_is(name, None).unwrap_or_else(|| {
+                    let mut diags = Collect::default();
+                    let data = produce_listed(name, &mut diags).unwrap_or(Ok(Vec::new()));
+                    finish(name, Produced { data, diags })
+                });
+                Some((at, made))
+            })
+            .collect()
+    };
+
+    // Each file made is sent here with its place in `OUTPUT_FILES`, and taken from here
+    // in that order to be renamed into place (see below). A file is made once, by the
+    // first task that takes it.
+    let (made_tx, made_rx) = std::sync::mpsc::channel::<(usize, Made)>();
     let taken: Vec<std::sync::atomic::AtomicBool> = OUTPUT_FILES
         .iter()
         .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();
-    let task = |first: &str, tx: std::sync::mpsc::Sender<(usize, Made)>| {
-        let take = |i: usize| {
-            if !taken[i].swap(true, std::sync::atomic::Ordering::Relaxed) {
-                let _ = tx.send((i, make(OUTPUT_FILES[i])));
-            }
-        };
-        OUTPUT_FILES
-            .iter()
-            .position(|n| *n == first)
-            .into_iter()
-            .chain(0..OUTPUT_FILES.len())
-            .for_each(take)
-    };
-    let written = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Made)>();
-        // Every worker of the pool runs a task, worker i the one that starts with heavy
-        // file i mod 2 (a broadcast wakes each worker for its own job; with one worker,
-        // its task makes every file). On the pool, not threads of their own: the
-        // workers' heaps hold what the read left free (a new thread's heap would add
-        // some 8 MiB to a full run's peak). If the thread cannot be started, this one
-        // makes the files first.
-        let broadcast = move || {
-            rayon::broadcast(|ctx| {
-                task(HEAVY_OUTPUTS[ctx.index() % HEAVY_OUTPUTS.len()], tx.clone())
-            });
-        };
-        let making = match std::thread::Builder::new().spawn_scoped(s, broadcast.clone()) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                broadcast();
-                None
-            }
-        };
-        drop(broadcast);
-        let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
-        let mut written = Ok(());
-        for (i, name) in OUTPUT_FILES.iter().enumerate() {
-            while ready[i].is_none() {
-                match rx.recv() {
-                    Ok((k, m)) => ready[k] = Some(m),
-                    Err(_) => break,
+    // The rest of the run is in a scope, where the alias files are made while the graph
+    // is worked out; the scope waits for them even when the run ends early (their
+    // temporary files are then removed).
+    let (summary, dep_lines) = rayon::in_place_scope(|scope| {
+        if make_early {
+            for name in EARLY_OUTPUTS {
+                if let Some(at) = OUTPUT_FILES.iter().position(|n| *n == name) {
+                    taken[at].store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            let Some(m) = ready[i].take() else {
-                written = written.and(Err(DepmodError::Write(fsio::WriteError::Write {
-                    path: outdir_path.join(name),
-                    source: std::io::Error::other("output was not made"),
-                })));
-                continue;
-            };
-            if written.is_err() {
-                // Its temporary file is removed.
-                drop(m.job);
-                continue;
-            }
-            quiet &= m.diags.0.is_empty();
-            m.diags.replay(sink);
-            written = m.job.and_then(|job| {
-                keys[i] = match job? {
-                    Output::New(prepared) => {
-                        let (replaced, meta) = prepared.commit_holding_stat()?;
-                        renamed = true;
-                        freeing.drop_later(replaced);
-                        meta.map(|m| FileKey::of(&m))
-                    }
-                    Output::Kept(key) => key,
-                };
-                Ok(())
+            let tx = made_tx.clone();
+            scope.spawn(move |_| {
+                for made in early() {
+                    let _ = tx.send(made);
+                }
             });
         }
-        if let Some(m) = making {
-            let _ = m.join();
-        }
-        written
-    });
-    phases.mark("outputs written");
-    // The order of an alias index left in place, for a cache writer still at work: one
-    // that has finished either writes no file or did not wait for the order (working it
-    // out takes about 0.5 ms on the 6.12 tree, and a run that only adds a module seldom
-    // rewrites the cache). Made or not, the index then has nothing more to tell it.
-    if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
-        let listening = cache_job.as_ref().is_some_and(|j| !j.is_finished());
-        if listening && alias_kept.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = tx.send(out.as_ref().and_then(Outputs::kept_alias_order));
-        }
-    }
-    // Only once every output is in place does the new cache replace the old one (the
-    // writer is always waited for, so no temporary file outlives the run). A failure only
-    // costs speed next time: reported at debug level, the run succeeds.
-    let cache_done = cache_job.map(|job| {
-        job.join().unwrap_or_else(|_| {
-            Some(Err(fsio::WriteError::Write {
-                path: outdir_path.join(cache::CACHE_FILE),
-                source: std::io::Error::other("cache writer failed"),
-            }))
-        })
-    });
-    written?;
-    // The outputs just made, and what they were made from, for the next run.
-    // (The keys are those of the files this run put or found in place, not of whatever
-    // has their names now: a concurrent run may have renamed its own files over them.)
-    if let (Some(fingerprint), true, true) = (fingerprint, recording, quiet) {
-        let files: Option<Vec<(String, u64, FileKey)>> = OUTPUT_FILES
-            .iter()
-            .zip(&keys)
-            .filter(|(n, _)| recorded.contains(n))
-            .map(|(&n, k)| Some((n.to_string(), inputs_of(n)?, (*k)?)))
-            .collect();
-        let stored = match files {
-            Some(files) => {
-                let record = uptodate::Record {
-                    fingerprint,
-                    dep_hash: dep_hash.get().copied().unwrap_or_default(),
-                    files,
+        // (Not worked out when the outputs are up to date and no edge is to be printed.)
+        let built = (!up_to_date || opts.verbose > 0).then(|| {
+            let mut events = Vec::new();
+            let g = DepGraph::build(&datas, &ropts, &mut events);
+            (g, events)
+        });
+        let graph = match built {
+            None => None,
+            Some((g, events)) => {
+                let paths: Vec<&[u8]> = ordered.iter().map(|&i| cands[i].path.as_slice()).collect();
+                for ev in &events {
+                    match ev {
+                        Event::Edge {
+                            user,
+                            symbol,
+                            owner,
+                        } => {
+                            if opts.verbose > 0 {
+                                writeln!(
+                                    stdout,
+                                    "{} needs \"{}\": {}",
+                                    show(paths[*user as usize]),
+                                    show(symbol),
+                                    show(paths[*owner as usize])
+                                )
+                                .map_err(DepmodError::Stdout)?;
+                            }
+                        }
+                        Event::Unknown { module, symbol } => sink.emit(
+                            Level::Warning,
+                            format!(
+                                "{} needs unknown symbol {}",
+                                show(paths[*module as usize]),
+                                show(symbol)
+                            ),
+                        ),
+                        Event::BadCrc { module, symbol } => sink.emit(
+                            Level::Warning,
+                            format!(
+                                "{} disagrees about version of symbol {}",
+                                show(paths[*module as usize]),
+                                show(symbol)
+                            ),
+                        ),
+                    }
+                }
+                phases.mark("symbols resolved");
+                let topo = match g.topo() {
+                    Ok(t) => t,
+                    Err(stalled) => {
+                        let (cycles, count) = g.cycles(&stalled);
+                        for c in cycles {
+                            let names: Vec<String> = c
+                                .iter()
+                                .map(|&m| show(&cands[ordered[m as usize]].modname).into_owned())
+                                .collect();
+                            sink.emit(
+                                Level::Error,
+                                format!("Cycle detected: {}", names.join(" -> ")),
+                            );
+                        }
+                        return Err(DepmodError::Cycles(count));
+                    }
                 };
-                renamed = true;
-                uptodate::store(&outdir_path, &record).map_err(|e| e.to_string())
+                Some((g, topo))
             }
-            None => Err("an output file could not be stat'ed".into()),
         };
-        if let Err(e) = stored {
-            sink.emit(Level::Debug, format!("could not record the outputs: {e}"));
+
+        let out = graph
+            .as_ref()
+            .map(|(g, topo)| Outputs::on(&listing, g, topo));
+        let dep_lines = out.as_ref().map(Outputs::dep_lines);
+        phases.mark("dependencies sorted");
+        let inputs_of = |name: &str| inputs_with(name, graph.as_ref().map(|(g, _)| g));
+
+        let produce = |name: &str| -> Produced {
+            let mut diags = Collect::default();
+            let (Some(out), Some(dep_lines)) = (out.as_ref(), dep_lines.as_ref()) else {
+                // Up to date, no graph: only modules.dep is made, as it was.
+                return Produced {
+                    data: Ok(dep_as_it_is.clone().unwrap_or_default()),
+                    diags,
+                };
+            };
+            let data = match produce_listed(name, &mut diags) {
+                Some(data) => data,
+                None => match name {
+                    "modules.dep" => Ok(ModuleOutputs::modules_dep(dep_lines)),
+                    "modules.dep.bin" => out.modules_dep_bin(dep_lines).map_err(|e| ixerr(name, e)),
+                    "modules.symbols" => Ok(out.modules_symbols()),
+                    "modules.symbols.bin" => out.modules_symbols_bin().map_err(|e| ixerr(name, e)),
+                    "modules.builtin.bin" => read_input("modules.builtin", &mut diags)
+                        .map(|d| output::builtin_bin(d, opts.layout, &mut diags))
+                        .transpose()
+                        .map_err(|e| ixerr(name, e))
+                        .map(Option::unwrap_or_default),
+                    "modules.builtin.alias.bin" => {
+                        read_input("modules.builtin.modinfo", &mut diags)
+                            .map(|d| output::builtin_alias_bin(d, opts.layout, &mut diags))
+                            .transpose()
+                            .map_err(|e| ixerr(name, e))
+                            .map(Option::unwrap_or_default)
+                    }
+                    _ => Ok(Vec::new()),
+                },
+            };
+            Produced { data, diags }
+        };
+
+        if opts.dry_run {
+            const SHOWN: [&str; 5] = [
+                "modules.dep",
+                "modules.alias",
+                "modules.softdep",
+                "modules.symbols",
+                "modules.devname",
+            ];
+            let parts: Vec<Produced> = SHOWN.par_iter().map(|n| produce(n)).collect();
+            let mut all = Vec::new();
+            for p in parts {
+                p.diags.replay(sink);
+                all.extend(p.data?);
+            }
+            stdout.write_all(&all).map_err(DepmodError::Stdout)?;
+            stdout.flush().map_err(DepmodError::Stdout)?;
+            return Ok((
+                Summary {
+                    up_to_date: false,
+                    outputs_up_to_date: false,
+                    modules: mods.len(),
+                    unreadable,
+                    from_cache,
+                    dirs_from_cache,
+                    phases: phases.marks,
+                },
+                None,
+            ));
         }
-    }
-    if let Some(Some(res)) = cache_done {
-        renamed = true;
-        match res.and_then(fsio::Prepared::commit_holding) {
-            Ok(replaced) => freeing.drop_later(replaced),
-            Err(e) => sink.emit(
-                Level::Debug,
-                format!("could not write the depmod cache: {e}"),
-            ),
+
+        if opts.outdir.is_some() {
+            std::fs::create_dir_all(&outdir_path).map_err(|e| DepmodError::OutDir {
+                path: outdir_path.display().to_string(),
+                err: crate::errno_text(&e),
+            })?;
         }
-    }
-    // The renames made durable (a run that renamed nothing, every output left in place,
-    // has nothing to sync: modules.dep's new times need not outlive a crash, which at
-    // worst makes a later `depmod -A` run again).
-    if renamed {
-        let _ = fsio::sync_dir(&outdir_path);
-    }
-    freeing.wait();
-    phases.mark("cache written");
-    let summary = Summary {
-        outputs_up_to_date: up_to_date,
-        up_to_date: false,
-        modules: mods.len(),
-        unreadable,
-        from_cache,
-        dirs_from_cache,
-        phases: phases.marks,
-    };
+        // The new cache is written (not yet renamed into place) while the outputs are made.
+        let cache_job = use_cache.then(|| {
+            let (dir, ordered) = (outdir_path.clone(), ordered.clone());
+            let (cands, results) = (Arc::clone(&cands), Arc::clone(&results));
+            let listings = std::mem::take(&mut listings);
+            std::thread::spawn(move || {
+                let prior = Prior {
+                    cached_entries,
+                    cache_bytes,
+                    run_start,
+                    aliases: alias_rx,
+                    no_alias_index: up_to_date,
+                };
+                prepare_cache(&dir, &ordered, &cands, &results, &listings, prior)
+            })
+        });
+        let make = |name: &'static str| -> Made {
+            let graph = graph.as_ref().map(|(g, _)| g);
+            kept_as_is(name, graph).unwrap_or_else(|| finish(name, produce(name)))
+        };
+        let mut freeing = Freeing::default();
+        // No output had anything to say (else the record is not kept: the next run must say
+        // it again). The stat key of each file this run made or found holding its bytes.
+        let mut quiet = true;
+        let mut keys: Vec<Option<FileKey>> = vec![None; OUTPUT_FILES.len()];
+        // Something was renamed into the output directory (which is then synced).
+        let mut renamed = false;
+        // The alias index and the symbol index are the biggest jobs (about 40% and 15% of the
+        // work on a real tree): each is the first job of one of two tasks, which then take
+        // the other files one after the other, in the order they are renamed (and this
+        // thread renames them). Each file is made once, by the task that takes it first.
+        // (Either index may be left as it is, or made already with the graph: the other is
+        // then still made from the start.) A broadcast, not a `rayon::join`: the second half
+        // of a join waits for a worker to steal it, and a sleeping worker was seen to wake
+        // milliseconds late.
+        let task = |first: &str, tx: std::sync::mpsc::Sender<(usize, Made)>| {
+            let take = |i: usize| {
+                if !taken[i].swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx.send((i, make(OUTPUT_FILES[i])));
+                }
+            };
+            OUTPUT_FILES
+                .iter()
+                .position(|n| *n == first)
+                .into_iter()
+                .chain(0..OUTPUT_FILES.len())
+                .for_each(take)
+        };
+        let written = std::thread::scope(|s| {
+            let (tx, rx) = (made_tx, made_rx);
+            // Every worker of the pool runs a task, worker i the one that starts with heavy
+            // file i mod 2 (a broadcast wakes each worker for its own job; with one worker,
+            // its task makes every file). On the pool, not threads of their own: the
+            // workers' heaps hold what the read left free (a new thread's heap would add
+            // some 8 MiB to a full run's peak). If the thread cannot be started, this one
+            // makes the files first.
+            let broadcast = move || {
+                rayon::broadcast(|ctx| {
+                    task(HEAVY_OUTPUTS[ctx.index() % HEAVY_OUTPUTS.len()], tx.clone())
+                });
+            };
+            let making = match std::thread::Builder::new().spawn_scoped(s, broadcast.clone()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    broadcast();
+                    None
+                }
+            };
+            drop(broadcast);
+            let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
+            let mut written = Ok(());
+            for (i, name) in OUTPUT_FILES.iter().enumerate() {
+                while ready[i].is_none() {
+                    match rx.recv() {
+                        Ok((k, m)) => ready[k] = Some(m),
+                        Err(_) => break,
+                    }
+                }
+                let Some(m) = ready[i].take() else {
+                    written = written.and(Err(DepmodError::Write(fsio::WriteError::Write {
+                        path: outdir_path.join(name),
+                        source: std::io::Error::other("output was not made"),
+                    })));
+                    continue;
+                };
+                if written.is_err() {
+                    // Its temporary file is removed.
+                    drop(m.job);
+                    continue;
+                }
+                quiet &= m.diags.0.is_empty();
+                m.diags.replay(sink);
+                written = m.job.and_then(|job| {
+                    keys[i] = match job? {
+                        Output::New(prepared) => {
+                            let (replaced, meta) = prepared.commit_holding_stat()?;
+                            renamed = true;
+                            freeing.drop_later(replaced);
+                            meta.map(|m| FileKey::of(&m))
+                        }
+                        Output::Kept(key) => key,
+                    };
+                    Ok(())
+                });
+            }
+            if let Some(m) = making {
+                let _ = m.join();
+            }
+            written
+        });
+        phases.mark("outputs written");
+        // The order of an alias index left in place, for a cache writer still at work: one
+        // that has finished either writes no file or did not wait for the order (working it
+        // out takes about 0.5 ms on the 6.12 tree, and a run that only adds a module seldom
+        // rewrites the cache). Made or not, the index then has nothing more to tell it.
+        if let Some(tx) = alias_tx.lock().ok().and_then(|mut t| t.take()) {
+            let listening = cache_job.as_ref().is_some_and(|j| !j.is_finished());
+            if listening && alias_kept.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = tx.send(listing.kept_alias_order());
+            }
+        }
+        // Only once every output is in place does the new cache replace the old one (the
+        // writer is always waited for, so no temporary file outlives the run). A failure only
+        // costs speed next time: reported at debug level, the run succeeds.
+        let cache_done = cache_job.map(|job| {
+            job.join().unwrap_or_else(|_| {
+                Some(Err(fsio::WriteError::Write {
+                    path: outdir_path.join(cache::CACHE_FILE),
+                    source: std::io::Error::other("cache writer failed"),
+                }))
+            })
+        });
+        written?;
+        // The outputs just made, and what they were made from, for the next run.
+        // (The keys are those of the files this run put or found in place, not of whatever
+        // has their names now: a concurrent run may have renamed its own files over them.)
+        if let (Some(fingerprint), true, true) = (fingerprint, recording, quiet) {
+            let files: Option<Vec<(String, u64, FileKey)>> = OUTPUT_FILES
+                .iter()
+                .zip(&keys)
+                .filter(|(n, _)| recorded.contains(n))
+                .map(|(&n, k)| Some((n.to_string(), inputs_of(n)?, (*k)?)))
+                .collect();
+            let stored = match files {
+                Some(files) => {
+                    let record = uptodate::Record {
+                        fingerprint,
+                        dep_hash: dep_hash.get().copied().unwrap_or_default(),
+                        files,
+                    };
+                    renamed = true;
+                    uptodate::store(&outdir_path, &record).map_err(|e| e.to_string())
+                }
+                None => Err("an output file could not be stat'ed".into()),
+            };
+            if let Err(e) = stored {
+                sink.emit(Level::Debug, format!("could not record the outputs: {e}"));
+            }
+        }
+        if let Some(Some(res)) = cache_done {
+            renamed = true;
+            match res.and_then(fsio::Prepared::commit_holding) {
+                Ok(replaced) => freeing.drop_later(replaced),
+                Err(e) => sink.emit(
+                    Level::Debug,
+                    format!("could not write the depmod cache: {e}"),
+                ),
+            }
+        }
+        // The renames made durable (a run that renamed nothing, every output left in place,
+        // has nothing to sync: modules.dep's new times need not outlive a crash, which at
+        // worst makes a later `depmod -A` run again).
+        if renamed {
+            let _ = fsio::sync_dir(&outdir_path);
+        }
+        freeing.wait();
+        phases.mark("cache written");
+        let summary = Summary {
+            outputs_up_to_date: up_to_date,
+            up_to_date: false,
+            modules: mods.len(),
+            unreadable,
+            from_cache,
+            dirs_from_cache,
+            phases: phases.marks,
+        };
+        Ok((summary, dep_lines))
+    })?;
     // Freeing a million small allocations takes a while; nothing waits for it.
     defer_drop((results, dep_lines, cands));
     Ok(summary)

@@ -22,26 +22,53 @@ pub struct OutModule<'a> {
 /// A module-owned symbol: its name and its owner (place in module order).
 type OwnedSymbol<'a> = (&'a [u8], u32);
 
-/// Everything needed to produce the files.
-pub struct Outputs<'a> {
+/// What the files made from the modules alone (names, paths, `.modinfo` values) need:
+/// the alias files, modules.softdep, modules.weakdep, modules.devname, and
+/// modules.dep.bin from given lines. No dependency graph: they can be made while it is
+/// worked out.
+pub struct ModuleOutputs<'a> {
     pub mods: &'a [OutModule<'a>],
-    pub graph: &'a DepGraph<'a>,
-    pub topo: &'a [u32],
     pub layout: Layout,
     /// `-w`: warn about duplicate index values.
     pub warn_dups: bool,
+    /// The `.modinfo` values five files list, gathered once (see
+    /// [`ModuleOutputs::listed`]).
+    listed: std::sync::OnceLock<Listed<'a>>,
+    /// Where the alias index's order is known already (see [`AliasHint`]).
+    alias_hint: Option<AliasHint>,
+    /// The order of the alias index made (see [`ModuleOutputs::alias_file_order`]).
+    alias_order: std::sync::OnceLock<Option<Vec<(u32, u32)>>>,
+}
+
+/// Everything needed to produce the files: [`ModuleOutputs`] (which it dereferences to)
+/// and the dependency graph.
+pub struct Outputs<'a, 'm> {
+    base: Base<'a, 'm>,
+    pub graph: &'a DepGraph<'a>,
+    pub topo: &'a [u32],
     /// The module-owned symbols, worked out once for the two files that list them (see
     /// [`Outputs::owned_symbols`]).
     owned: std::sync::OnceLock<std::borrow::Cow<'a, [OwnedSymbol<'a>]>>,
     /// The same in kmod's symbol hash order (modules.symbols), worked out only when that
     /// file is made.
     owned_hash_order: std::sync::OnceLock<Vec<OwnedSymbol<'a>>>,
-    /// The `.modinfo` values five files list, gathered once (see [`Outputs::listed`]).
-    listed: std::sync::OnceLock<Listed<'a>>,
-    /// Where the alias index's order is known already (see [`AliasHint`]).
-    alias_hint: Option<AliasHint>,
-    /// The order of the alias index made (see [`Outputs::alias_file_order`]).
-    alias_order: std::sync::OnceLock<Option<Vec<(u32, u32)>>>,
+}
+
+/// The [`ModuleOutputs`] of an [`Outputs`]: its own, or one made (and maybe used) before.
+enum Base<'a, 'm> {
+    Own(ModuleOutputs<'m>),
+    Shared(&'a ModuleOutputs<'m>),
+}
+
+impl<'m> std::ops::Deref for Outputs<'_, 'm> {
+    type Target = ModuleOutputs<'m>;
+
+    fn deref(&self) -> &ModuleOutputs<'m> {
+        match &self.base {
+            Base::Own(b) => b,
+            Base::Shared(b) => b,
+        }
+    }
 }
 
 /// The order in which the alias index lists the aliases of some modules, known from an
@@ -65,22 +92,151 @@ struct Listed<'a> {
     weakdep: Vec<(u32, &'a [u8])>,
 }
 
-impl<'a> Outputs<'a> {
+impl<'a> Outputs<'a, 'a> {
     pub fn new(
         mods: &'a [OutModule<'a>],
         graph: &'a DepGraph<'a>,
         topo: &'a [u32],
         layout: Layout,
         warn_dups: bool,
-    ) -> Outputs<'a> {
-        Outputs {
-            mods,
+    ) -> Outputs<'a, 'a> {
+        Outputs::with_base(
+            Base::Own(ModuleOutputs::new(mods, layout, warn_dups)),
             graph,
             topo,
-            layout,
-            warn_dups,
+        )
+    }
+
+    /// Make the alias index in the order `hint` gives (see [`AliasHint`]); only for
+    /// outputs made with [`Outputs::new`] (a shared base has its own hint).
+    pub fn with_alias_hint(mut self, hint: Option<AliasHint>) -> Outputs<'a, 'a> {
+        if let Base::Own(b) = &mut self.base {
+            b.alias_hint = hint;
+        }
+        self
+    }
+}
+
+impl<'a, 'm> Outputs<'a, 'm> {
+    /// The outputs over `base` (made before the graph).
+    pub fn on(
+        base: &'a ModuleOutputs<'m>,
+        graph: &'a DepGraph<'a>,
+        topo: &'a [u32],
+    ) -> Outputs<'a, 'm> {
+        Outputs::with_base(Base::Shared(base), graph, topo)
+    }
+
+    fn with_base(base: Base<'a, 'm>, graph: &'a DepGraph<'a>, topo: &'a [u32]) -> Outputs<'a, 'm> {
+        Outputs {
+            base,
+            graph,
+            topo,
             owned: std::sync::OnceLock::new(),
             owned_hash_order: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// modules.dep lines (without trailing newline), one per module in module order.
+    pub fn dep_lines(&self) -> Vec<Vec<u8>> {
+        let n = self.mods.len();
+        self.mods
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || (ClosureScratch::new(n), Vec::new()),
+                |(sc, deps), (i, m)| {
+                    self.graph.closure_into(i, self.topo, sc, deps);
+                    let len = m.path.len()
+                        + 1
+                        + deps
+                            .iter()
+                            .map(|&d| self.mods[d as usize].path.len() + 1)
+                            .sum::<usize>();
+                    let mut line = Vec::with_capacity(len);
+                    line.extend_from_slice(m.path);
+                    line.push(b':');
+                    for &d in deps.iter() {
+                        line.push(b' ');
+                        line.extend_from_slice(self.mods[d as usize].path);
+                    }
+                    line
+                },
+            )
+            .collect()
+    }
+
+    /// Module-owned symbols (name, owner index), by name: the graph's list, borrowed when
+    /// it has one, else made by the first caller and shared by the next (modules.symbols
+    /// and modules.symbols.bin are made concurrently).
+    fn owned_symbols(&self) -> &[(&'a [u8], u32)] {
+        self.owned.get_or_init(|| self.graph.owned_symbols())
+    }
+
+    /// [`Outputs::owned_symbols`] in kmod's symbol hash order (a distribution of the
+    /// sorted list by bucket).
+    fn owned_symbols_hash_order(&self) -> &[(&'a [u8], u32)] {
+        self.owned_hash_order.get_or_init(|| {
+            crate::hash::hash_order_of_sorted(self.owned_symbols(), SYMBOL_BUCKETS, |(k, _)| k)
+        })
+    }
+
+    pub fn modules_symbols(&self) -> Vec<u8> {
+        const HEAD: &[u8] = b"# Aliases for symbols, used by symbol_request().\n";
+        let owned = self.owned_symbols_hash_order();
+        let mut out = Vec::with_capacity(
+            HEAD.len()
+                + owned
+                    .iter()
+                    .map(|&(name, owner)| {
+                        b"alias symbol: \n".len() + name.len() + self.modname(owner).len()
+                    })
+                    .sum::<usize>(),
+        );
+        out.extend_from_slice(HEAD);
+        for &(name, owner) in owned {
+            out.extend_from_slice(b"alias symbol:");
+            out.extend_from_slice(name);
+            out.push(b' ');
+            out.extend_from_slice(self.modname(owner));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// modules.symbols.bin: `symbol:NAME` to the owner's name. The names are those of a
+    /// map, so every key has one value (and `-w` has no duplicate to report), and
+    /// [`Outputs::owned_symbols`] has them sorted already: the file is written from them
+    /// directly.
+    pub fn modules_symbols_bin(&self) -> Result<Vec<u8>, WriteError> {
+        let owned = self.owned_symbols();
+        let mut idx = SortedIndex::with_capacity(
+            owned.len(),
+            owned
+                .iter()
+                .map(|&(name, _)| b"symbol:".len() + name.len())
+                .sum(),
+            owned
+                .iter()
+                .map(|&(_, owner)| self.modname(owner).len())
+                .sum(),
+        );
+        let mut key = b"symbol:".to_vec();
+        for &(name, owner) in owned {
+            key.truncate(b"symbol:".len());
+            key.extend_from_slice(name);
+            idx.push(&key, self.modname(owner), owner);
+        }
+        idx.write(self.layout)
+    }
+}
+
+impl<'a> ModuleOutputs<'a> {
+    pub fn new(mods: &'a [OutModule<'a>], layout: Layout, warn_dups: bool) -> ModuleOutputs<'a> {
+        ModuleOutputs {
+            mods,
+            layout,
+            warn_dups,
             listed: std::sync::OnceLock::new(),
             alias_hint: None,
             alias_order: std::sync::OnceLock::new(),
@@ -116,7 +272,7 @@ impl<'a> Outputs<'a> {
     }
 
     /// Make the alias index in the order `hint` gives (see [`AliasHint`]).
-    pub fn with_alias_hint(mut self, hint: Option<AliasHint>) -> Outputs<'a> {
+    pub fn with_alias_hint(mut self, hint: Option<AliasHint>) -> ModuleOutputs<'a> {
         self.alias_hint = hint;
         self
     }
@@ -128,35 +284,6 @@ impl<'a> Outputs<'a> {
         } else {
             IndexBuilder::unchecked()
         }
-    }
-
-    /// modules.dep lines (without trailing newline), one per module in module order.
-    pub fn dep_lines(&self) -> Vec<Vec<u8>> {
-        let n = self.mods.len();
-        self.mods
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || (ClosureScratch::new(n), Vec::new()),
-                |(sc, deps), (i, m)| {
-                    self.graph.closure_into(i, self.topo, sc, deps);
-                    let len = m.path.len()
-                        + 1
-                        + deps
-                            .iter()
-                            .map(|&d| self.mods[d as usize].path.len() + 1)
-                            .sum::<usize>();
-                    let mut line = Vec::with_capacity(len);
-                    line.extend_from_slice(m.path);
-                    line.push(b':');
-                    for &d in deps.iter() {
-                        line.push(b' ');
-                        line.extend_from_slice(self.mods[d as usize].path);
-                    }
-                    line
-                },
-            )
-            .collect()
     }
 
     pub fn modules_dep(lines: &[Vec<u8>]) -> Vec<u8> {
@@ -465,70 +592,6 @@ impl<'a> Outputs<'a> {
             b"weakdep",
             &self.listed().weakdep,
         )
-    }
-
-    /// Module-owned symbols (name, owner index), by name: the graph's list, borrowed when
-    /// it has one, else made by the first caller and shared by the next (modules.symbols
-    /// and modules.symbols.bin are made concurrently).
-    fn owned_symbols(&self) -> &[(&'a [u8], u32)] {
-        self.owned.get_or_init(|| self.graph.owned_symbols())
-    }
-
-    /// [`Outputs::owned_symbols`] in kmod's symbol hash order (a distribution of the
-    /// sorted list by bucket).
-    fn owned_symbols_hash_order(&self) -> &[(&'a [u8], u32)] {
-        self.owned_hash_order.get_or_init(|| {
-            crate::hash::hash_order_of_sorted(self.owned_symbols(), SYMBOL_BUCKETS, |(k, _)| k)
-        })
-    }
-
-    pub fn modules_symbols(&self) -> Vec<u8> {
-        const HEAD: &[u8] = b"# Aliases for symbols, used by symbol_request().\n";
-        let owned = self.owned_symbols_hash_order();
-        let mut out = Vec::with_capacity(
-            HEAD.len()
-                + owned
-                    .iter()
-                    .map(|&(name, owner)| {
-                        b"alias symbol: \n".len() + name.len() + self.modname(owner).len()
-                    })
-                    .sum::<usize>(),
-        );
-        out.extend_from_slice(HEAD);
-        for &(name, owner) in owned {
-            out.extend_from_slice(b"alias symbol:");
-            out.extend_from_slice(name);
-            out.push(b' ');
-            out.extend_from_slice(self.modname(owner));
-            out.push(b'\n');
-        }
-        out
-    }
-
-    /// modules.symbols.bin: `symbol:NAME` to the owner's name. The names are those of a
-    /// map, so every key has one value (and `-w` has no duplicate to report), and
-    /// [`Outputs::owned_symbols`] has them sorted already: the file is written from them
-    /// directly.
-    pub fn modules_symbols_bin(&self) -> Result<Vec<u8>, WriteError> {
-        let owned = self.owned_symbols();
-        let mut idx = SortedIndex::with_capacity(
-            owned.len(),
-            owned
-                .iter()
-                .map(|&(name, _)| b"symbol:".len() + name.len())
-                .sum(),
-            owned
-                .iter()
-                .map(|&(_, owner)| self.modname(owner).len())
-                .sum(),
-        );
-        let mut key = b"symbol:".to_vec();
-        for &(name, owner) in owned {
-            key.truncate(b"symbol:".len());
-            key.extend_from_slice(name);
-            idx.push(&key, self.modname(owner), owner);
-        }
-        idx.write(self.layout)
     }
 
     pub fn modules_devname(&self, sink: &mut dyn Sink) -> Vec<u8> {

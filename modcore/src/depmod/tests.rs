@@ -254,7 +254,7 @@ fn text_outputs() {
     let o = Outputs::new(&outs, &g, &topo, Layout::PostOrder, false);
     let lines = o.dep_lines();
     assert_eq!(
-        Outputs::modules_dep(&lines),
+        ModuleOutputs::modules_dep(&lines),
         b"kernel/fs/fat.ko:\nkernel/fs/msdos.ko: kernel/fs/fat.ko\n"
     );
     assert_eq!(
