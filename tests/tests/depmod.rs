@@ -643,6 +643,41 @@ fn outdir_receives_outputs() {
     assert!(!t.moddir().join("modules.dep").exists());
 }
 
+/// A run that fails (a cycle) makes no output directory for `-o`, as kmod makes none;
+/// with the directory there, the files it would replace stay as they are.
+#[test]
+fn a_failed_run_makes_no_output_directory() {
+    let t = Tree::new();
+    fat_family(&t);
+    t.put(
+        "kernel/x1.ko",
+        &SynthModule::new("x1")
+            .export("a")
+            .needs("b")
+            .modinfo("alias", "pci:v0000ABCDd*")
+            .build(),
+    );
+    t.put(
+        "kernel/x2.ko",
+        &SynthModule::new("x2").export("b").needs("a").build(),
+    );
+    let out = t.base.join("out");
+    let mut o = t.opts();
+    o.outdir = Some(out.as_os_str().as_bytes().to_vec());
+    assert!(matches!(t.run(&o).0, Err(DepmodError::Cycles(2))));
+    assert!(!out.exists(), "no output directory made");
+    let dir = out.join("lib/modules").join(KVER);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("modules.alias"), b"old\n").expect("write");
+    assert!(matches!(t.run(&o).0, Err(DepmodError::Cycles(2))));
+    let left: Vec<String> = fs::read_dir(&dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["modules.alias"], "nothing made, nothing left behind");
+    assert_eq!(fs::read(dir.join("modules.alias")).expect("read"), b"old\n");
+}
+
 /// A tree thousands of directories deep (deeper than a path can name) is walked without
 /// recursion: no stack overflow, and modules within reach are indexed.
 #[test]

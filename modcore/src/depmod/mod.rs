@@ -637,14 +637,14 @@ pub fn run(
     // The alias files need no graph, and the alias index is the biggest job of all (on
     // the 6.12 tree 4 to 5 ms of a run that adds a module): both are made on the pool
     // while this thread works the graph out (which leaves a core idle much of the time)
-    // and the other files are made. Not for a dry run, nor when the output directory
-    // cannot be made (that is reported where the files are written), nor on a thread of a
-    // pool: this thread waits for the files without taking part in the pool's work, and
-    // the job might wait in its own queue.
+    // and the other files are made. Not for a dry run, nor before an output directory
+    // of `-o` exists (it is made where the files are written, once the graph is known to
+    // be good), nor on a thread of a pool: this thread waits for the files without taking
+    // part in the pool's work, and the job might wait in its own queue.
     let make_early = !up_to_date
         && !opts.dry_run
         && rayon::current_thread_index().is_none()
-        && (opts.outdir.is_none() || std::fs::create_dir_all(&outdir_path).is_ok());
+        && (opts.outdir.is_none() || outdir_path.is_dir());
     let early = || -> Vec<(usize, Made)> {
         EARLY_OUTPUTS
             .iter()
