@@ -271,14 +271,10 @@ fn same_bytes_at_any_thread_count() {
     );
 }
 
-#[test]
-fn cycles_fail_and_leave_previous_files_whole() {
-    let t = Tree::new();
-    fat_family(&t);
-    t.run(&t.opts()).0.expect("first run");
-    let before = t.snapshot();
-    // (With an alias: the alias files, which need no graph, are made while the cycle is
-    // found; they must not be left behind, under their names or temporary ones.)
+/// Two modules that need each other's symbols, x1 with an alias: the alias files, which
+/// need no graph, are made while the cycle is found, and must not be left behind, under
+/// their names or temporary ones.
+fn put_cycle(t: &Tree) {
     t.put(
         "kernel/x1.ko",
         &SynthModule::new("x1")
@@ -291,6 +287,15 @@ fn cycles_fail_and_leave_previous_files_whole() {
         "kernel/x2.ko",
         &SynthModule::new("x2").export("b").needs("a").build(),
     );
+}
+
+#[test]
+fn cycles_fail_and_leave_previous_files_whole() {
+    let t = Tree::new();
+    fat_family(&t);
+    t.run(&t.opts()).0.expect("first run");
+    let before = t.snapshot();
+    put_cycle(&t);
     let (r, sink, _) = t.run(&t.opts());
     assert!(matches!(r, Err(DepmodError::Cycles(2))));
     let errs: Vec<&str> = sink.at(Level::Error).collect();
@@ -649,18 +654,7 @@ fn outdir_receives_outputs() {
 fn a_failed_run_makes_no_output_directory() {
     let t = Tree::new();
     fat_family(&t);
-    t.put(
-        "kernel/x1.ko",
-        &SynthModule::new("x1")
-            .export("a")
-            .needs("b")
-            .modinfo("alias", "pci:v0000ABCDd*")
-            .build(),
-    );
-    t.put(
-        "kernel/x2.ko",
-        &SynthModule::new("x2").export("b").needs("a").build(),
-    );
+    put_cycle(&t);
     let out = t.base.join("out");
     let mut o = t.opts();
     o.outdir = Some(out.as_os_str().as_bytes().to_vec());
