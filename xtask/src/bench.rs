@@ -16,7 +16,11 @@
 //!   our tool does not build or does not run.
 //!
 //! Every pair runs ours, then kmod's, back to back; a row shows the median of each side
-//! over the pairs and the median of the per-pair ratios ours/kmod. Both depmods get
+//! over the pairs and the median of the per-pair ratios ours/kmod. An incremental row's
+//! note also gives its *floor*: after each pair, a process that only does what any
+//! incremental depmod must (`--floor`: stat every directory and module file of the tree,
+//! replace the files our run replaced, durably, with their own bytes; it computes
+//! nothing), timed like the others, as a ratio to kmod's run of the same pair. Both depmods get
 //! `-C <empty dir>` (no host depmod.d) and `-b <copy>`. Times come from a helper process
 //! (this binary with `--child`) that runs the commands and reads `getrusage(RUSAGE_CHILDREN)`:
 //! wall clock, user+system CPU and the peak RSS (`ru_maxrss`) of exactly those commands.
@@ -161,6 +165,75 @@ fn child(args: &[String]) -> Result<(), String> {
     fs::write(result, line).map_err(|e| format!("{result}: {e}"))
 }
 
+/// `--floor LIST DIR FILE...`: the least work an incremental depmod run does. Stat every
+/// path LIST names, one per line (each directory and module file of the tree: a change
+/// of any of them must be seen, and a walk that keeps directory listings still stats
+/// each directory to know its listing holds); then replace each FILE of DIR by its own
+/// bytes as the indexes are replaced (temporary file, fsync, rename), then fsync DIR.
+/// Nothing is computed: the bytes are read from the files in place.
+fn floor(args: &[String]) -> Result<(), String> {
+    use std::io::Write as _;
+    let [list, dir, files @ ..] = args else {
+        return Err("--floor needs LIST DIR FILE...".into());
+    };
+    let text = fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
+    let missing = text.lines().filter(|p| fs::metadata(p).is_err()).count();
+    if missing > 0 {
+        return Err(format!(
+            "--floor: {missing} paths of {list} could not be stat'ed"
+        ));
+    }
+    let dir = Path::new(dir);
+    for name in files {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.floor-tmp"));
+        let data = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut f = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.write_all(&data)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Every directory and module file under `moddir` (absolute paths), for `--floor`.
+fn floor_list(moddir: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    let mut stack = vec![moddir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let ft = e.file_type().map_err(|e| e.to_string())?;
+            let p = e.path();
+            if ft.is_dir() {
+                out.push_str(&p.to_string_lossy());
+                out.push('\n');
+                stack.push(p);
+            } else if ft.is_file() && refs::is_module_name(&e.file_name().to_string_lossy()) {
+                out.push_str(&p.to_string_lossy());
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (device, inode) of each compared output in `moddir` (None: missing).
+fn output_inodes(moddir: &Path) -> Vec<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    COMPARED
+        .iter()
+        .map(|n| {
+            fs::metadata(moddir.join(n))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        })
+        .collect()
+}
+
 /// Run `cmds` through the helper and return what it measured.
 fn measure(work: &Path, cmds: &[Vec<OsString>]) -> Result<Sample, String> {
     let script = work.join("cmds.tsv");
@@ -240,6 +313,8 @@ struct Row {
     per: f64,
     ours: Vec<Sample>,
     kmod: Vec<Sample>,
+    /// Incremental rows: the floor's sample of every pair (see `floor`).
+    floor: Vec<Sample>,
     /// Extra remarks (output comparison, failures).
     note: String,
 }
@@ -251,12 +326,29 @@ impl Row {
             per,
             ours: Vec::new(),
             kmod: Vec::new(),
+            floor: Vec::new(),
             note: String::new(),
         }
     }
 
     fn med(&self, side: &[Sample], f: fn(&Sample) -> f64) -> f64 {
         median(side.iter().map(f).collect())
+    }
+
+    /// The floor's note: its wall-time ratio to kmod's run of the same pair, and its time.
+    fn floor_note(&self) -> Option<String> {
+        if self.floor.is_empty() {
+            return None;
+        }
+        let ratio = median(
+            self.floor
+                .iter()
+                .zip(&self.kmod)
+                .map(|(f, k)| f.wall / k.wall)
+                .collect(),
+        );
+        let wall = self.med(&self.floor, |s| s.wall);
+        Some(format!("floor {ratio:.3} ({})", fmt_time(wall)))
     }
 
     fn ratio(&self, f: fn(&Sample) -> f64) -> f64 {
@@ -575,8 +667,10 @@ fn queries(moddir: &Path, n: usize) -> Result<Vec<String>, String> {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    if args.first().map(String::as_str) == Some("--child") {
-        return child(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("--child") => return child(&args[1..]),
+        Some("--floor") => return floor(&args[1..]),
+        _ => {}
     }
     let opts = parse_args(args)?;
     let refs = refs::ensure()?;
@@ -679,13 +773,41 @@ fn bench(opts: &Options, refs: &Refs, work: &Path) -> Result<(), String> {
                 ));
                 edit(c, &c.ours, kind, p)?;
                 edit(c, &c.kmod, kind, p)?;
+                let before = output_inodes(&c.moddir(&c.ours));
                 let s = measure(work, &[depmod_cmd(&ours.depmod, &c.ours, &c.kver, &empty)])?;
                 row.ours.push(s);
+                // The outputs our run replaced (new inodes), for the floor.
+                let replaced: Vec<OsString> = COMPARED
+                    .iter()
+                    .zip(before.iter().zip(output_inodes(&c.moddir(&c.ours))))
+                    .filter(|(_, (b, a))| **b != *a)
+                    .map(|(n, _)| os(*n))
+                    .collect();
                 let s = measure(work, &[depmod_cmd(&kmod_depmod, &c.kmod, &c.kver, &empty)])?;
                 row.kmod.push(s);
                 identical &= same_outputs(c)?;
+                // The floor works on kmod's copy (the same tree and files; kmod keeps no
+                // state between runs, while ours would see the replaced files as changed).
+                let list = work.join("floor.list");
+                fs::write(&list, floor_list(&c.moddir(&c.kmod))?)
+                    .map_err(|e| format!("{}: {e}", list.display()))?;
+                let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+                let mut cmd = vec![os(me), os("bench"), os("--floor"), os(&list)];
+                cmd.push(os(c.moddir(&c.kmod)));
+                cmd.extend(replaced);
+                let s = measure(work, &[cmd])?;
+                if s.failed + s.crashed > 0 {
+                    return Err(format!(
+                        "the floor run failed:\n    {}",
+                        helper_stderr(work)
+                    ));
+                }
+                row.floor.push(s);
             }
             row.note = outputs_note(identical);
+            if let Some(f) = row.floor_note() {
+                row.note = format!("{}; {f}", row.note);
+            }
             rows.push(row);
         }
     }
