@@ -173,8 +173,8 @@ const COMPARE_CHUNK: usize = 64 << 10;
 
 /// The first half of [`write_atomic`], without waiting for the disk: `dir/name<suffix>`
 /// is written and its writeback started (`sync_file_range`), and the fsync is left to
-/// [`Prepared::commit`] (or [`Prepared::commit_holding`]), which waits for it before the
-/// rename; dropping it uncommitted removes it. A caller that prepares several files one
+/// [`Prepared::sync`] or to [`Prepared::commit`] (or [`Prepared::commit_holding`]), which
+/// waits for it before the rename; dropping it uncommitted removes it. A caller that prepares several files one
 /// after the other and commits them later, in order, finds most of their data already on
 /// disk by then; nothing waits on the preparing thread, and no thread of its own is
 /// needed for the wait.
@@ -336,10 +336,12 @@ impl Prepared {
         Ok((old, meta))
     }
 
-    fn rename(&mut self) -> Result<(), WriteError> {
+    /// The fsync still to come, now (for a caller that syncs files on other threads
+    /// before committing them in order); committing then only renames. On failure the
+    /// file stays uncommitted (dropping it removes the temporary file).
+    pub fn sync(&mut self) -> Result<(), WriteError> {
         if self.sync_pending {
             if let Some(f) = &self.file {
-                // Left uncommitted: dropping `self` removes the temporary file.
                 f.sync_all().map_err(|source| WriteError::Write {
                     path: self.final_path.clone(),
                     source,
@@ -347,6 +349,11 @@ impl Prepared {
             }
             self.sync_pending = false;
         }
+        Ok(())
+    }
+
+    fn rename(&mut self) -> Result<(), WriteError> {
+        self.sync()?;
         self.committed = true;
         fs::rename(&self.tmp_path, &self.final_path).map_err(|source| {
             let _ = fs::remove_file(&self.tmp_path);

@@ -570,8 +570,9 @@ pub fn run(
 
     // Each file is written under a temporary name as soon as it is made, by the task
     // that made it, and its writeback started (the writes go on while the rest is made).
-    // Meanwhile this thread syncs and renames the files into place one by one in the
-    // fixed order, each as soon as it and every file before it are ready, each file's
+    // Each file written is synced at once on a thread of its own; meanwhile this thread
+    // renames the files into place one by one in the fixed order, each as soon as it and
+    // every file before it are synced, each file's
     // diagnostics replayed just before: a failure stops the sequence where a one-by-one
     // run would have stopped (files prepared beyond it are removed). The files replaced
     // are freed by a thread of their own (see `fsio::Prepared::commit_holding`), so a
@@ -899,16 +900,64 @@ pub fn run(
                 }
             };
             drop(broadcast);
-            let mut ready: Vec<Option<Made>> = OUTPUT_FILES.iter().map(|_| None).collect();
-            let mut written = Ok(());
-            for (i, name) in OUTPUT_FILES.iter().enumerate() {
-                while ready[i].is_none() {
-                    match rx.recv() {
-                        Ok((k, m)) => ready[k] = Some(m),
-                        Err(_) => break,
+            // A file written is synced at once, on a thread of its own (fsyncs issued
+            // together overlap their waits for the disk), and comes back here synced, to
+            // be renamed in its turn.
+            let (synced_tx, synced_rx) = std::sync::mpsc::channel::<(usize, Made)>();
+            let mut slots: Vec<Slot> = OUTPUT_FILES.iter().map(|_| Slot::Empty).collect();
+            let arrived = |k: usize, mut m: Made, slots: &mut Vec<Slot>| {
+                let Ok(Ok(Output::New(_))) = &m.job else {
+                    slots[k] = Slot::Ready(m);
+                    return;
+                };
+                let tx = synced_tx.clone();
+                let sync = move |mut m: Made| {
+                    if let Ok(Ok(Output::New(p))) = &mut m.job {
+                        if let Err(e) = p.sync() {
+                            m.job = Ok(Err(e));
+                        }
+                    }
+                    m
+                };
+                let (tx_m, rx_m) = std::sync::mpsc::sync_channel::<Made>(1);
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                    if let Ok(m) = rx_m.recv() {
+                        let _ = tx.send((k, sync(m)));
+                    }
+                });
+                match spawned {
+                    Ok(_) => {
+                        // (The thread only receives once it has started.)
+                        let _ = tx_m.send(m);
+                        slots[k] = Slot::Syncing;
+                    }
+                    Err(_) => {
+                        m = sync(m);
+                        slots[k] = Slot::Ready(m);
                     }
                 }
-                let Some(m) = ready[i].take() else {
+            };
+            let mut written = Ok(());
+            for (i, name) in OUTPUT_FILES.iter().enumerate() {
+                loop {
+                    match slots[i] {
+                        Slot::Ready(_) => break,
+                        Slot::Empty => match rx.recv() {
+                            Ok((k, m)) => arrived(k, m, &mut slots),
+                            Err(_) => break,
+                        },
+                        Slot::Syncing => {
+                            // Files made meanwhile start their syncs first.
+                            while let Ok((k, m)) = rx.try_recv() {
+                                arrived(k, m, &mut slots);
+                            }
+                            if let Ok((k, m)) = synced_rx.recv() {
+                                slots[k] = Slot::Ready(m);
+                            }
+                        }
+                    }
+                }
+                let Slot::Ready(m) = std::mem::replace(&mut slots[i], Slot::Empty) else {
                     written = written.and(Err(DepmodError::Write(fsio::WriteError::Write {
                         path: outdir_path.join(name),
                         source: std::io::Error::other("output was not made"),
@@ -1097,7 +1146,14 @@ struct Made {
     diags: Collect,
 }
 
-/// A file written under its temporary name (synced by its commit, see
+/// Where a file to be committed is: not made yet, being synced, or ready for its rename.
+enum Slot {
+    Empty,
+    Syncing,
+    Ready(Made),
+}
+
+/// A file written under its temporary name (synced before its commit, see
 /// [`fsio::prepare_started`]), or left as it is (see [`Output`]).
 type Written = Result<Output, fsio::WriteError>;
 
