@@ -169,8 +169,9 @@ fn child(args: &[String]) -> Result<(), String> {
 /// path LIST names, one per line (each directory and module file of the tree: a change
 /// of any of them must be seen, and a walk that keeps directory listings still stats
 /// each directory to know its listing holds); then replace each FILE of DIR by its own
-/// bytes as the indexes are replaced (temporary file, fsync, rename), then fsync DIR.
-/// Nothing is computed: the bytes are read from the files in place.
+/// bytes as the indexes are replaced (temporary file, fsync, rename; all written first,
+/// their fsyncs issued at once, the cheapest order), then fsync DIR. Nothing is
+/// computed: the bytes are read from the files in place.
 fn floor(args: &[String]) -> Result<(), String> {
     use std::io::Write as _;
     let [list, dir, files @ ..] = args else {
@@ -184,15 +185,29 @@ fn floor(args: &[String]) -> Result<(), String> {
         ));
     }
     let dir = Path::new(dir);
+    let mut written = Vec::new();
     for name in files {
         let path = dir.join(name);
         let tmp = dir.join(format!("{name}.floor-tmp"));
         let data = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut f = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         f.write_all(&data)
-            .and_then(|()| f.sync_all())
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push((f, tmp, path));
+    }
+    std::thread::scope(|s| {
+        let syncs: Vec<_> = written
+            .iter()
+            .map(|(f, tmp, _)| {
+                s.spawn(move || f.sync_all().map_err(|e| format!("{}: {e}", tmp.display())))
+            })
+            .collect();
+        syncs
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| "fsync thread failed".to_string())?)
+    })?;
+    for (_, tmp, path) in &written {
+        fs::rename(tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
