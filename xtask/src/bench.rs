@@ -216,22 +216,11 @@ fn floor(args: &[String]) -> Result<(), String> {
 
 /// Every directory and module file under `moddir` (absolute paths), for `--floor`.
 fn floor_list(moddir: &Path) -> Result<String, String> {
+    let (dirs, modules) = tree_entries(moddir)?;
     let mut out = String::new();
-    let mut stack = vec![moddir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let e = e.map_err(|e| e.to_string())?;
-            let ft = e.file_type().map_err(|e| e.to_string())?;
-            let p = e.path();
-            if ft.is_dir() {
-                out.push_str(&p.to_string_lossy());
-                out.push('\n');
-                stack.push(p);
-            } else if ft.is_file() && refs::is_module_name(&e.file_name().to_string_lossy()) {
-                out.push_str(&p.to_string_lossy());
-                out.push('\n');
-            }
-        }
+    for p in dirs.iter().chain(&modules) {
+        out.push_str(&p.to_string_lossy());
+        out.push('\n');
     }
     Ok(out)
 }
@@ -543,8 +532,9 @@ fn same_outputs(c: &Copies) -> Result<bool, String> {
     Ok(true)
 }
 
-fn module_files(moddir: &Path) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
+/// The directories under `moddir` and the module files in them (absolute paths).
+fn tree_entries(moddir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let (mut dirs, mut modules) = (Vec::new(), Vec::new());
     let mut stack = vec![moddir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
@@ -552,14 +542,24 @@ fn module_files(moddir: &Path) -> Result<Vec<String>, String> {
             let ft = e.file_type().map_err(|e| e.to_string())?;
             let p = e.path();
             if ft.is_dir() {
+                dirs.push(p.clone());
                 stack.push(p);
             } else if ft.is_file() && refs::is_module_name(&e.file_name().to_string_lossy()) {
-                if let Ok(rel) = p.strip_prefix(moddir) {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
+                modules.push(p);
             }
         }
     }
+    Ok((dirs, modules))
+}
+
+/// The module files under `moddir`, relative to it, sorted.
+fn module_files(moddir: &Path) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = tree_entries(moddir)?
+        .1
+        .iter()
+        .filter_map(|p| p.strip_prefix(moddir).ok())
+        .map(|rel| rel.to_string_lossy().into_owned())
+        .collect();
     out.sort();
     Ok(out)
 }
