@@ -20,11 +20,13 @@
 //! note also gives its *floor*: after each pair, a process that only does what any
 //! incremental depmod must (`--floor`: stat every directory and module file of the tree,
 //! replace the files our run replaced, durably, with their own bytes; it computes
-//! nothing), timed like the others, as a ratio to kmod's run of the same pair. Both depmods get
-//! `-C <empty dir>` (no host depmod.d) and `-b <copy>`. Times come from a helper process
-//! (this binary with `--child`) that runs the commands and reads `getrusage(RUSAGE_CHILDREN)`:
-//! wall clock, user+system CPU and the peak RSS (`ru_maxrss`) of exactly those commands.
-//! After each depmod pair the ten files both write are compared byte for byte.
+//! nothing), timed like the others, as a ratio to kmod's run of the same pair.
+//!
+//! Both depmods get `-C <empty dir>` (no host depmod.d) and `-b <copy>`. Times come from
+//! a helper process (this binary with `--child`) that runs the commands and reads
+//! `getrusage(RUSAGE_CHILDREN)`: wall clock, user+system CPU and the peak RSS
+//! (`ru_maxrss`) of exactly those commands. After each depmod pair the ten files both
+//! write are compared byte for byte.
 //!
 //! Options: `--pairs N` (default 5), `--quick` (1 pair, 40 queries: a CI smoke test),
 //! `--tree LABEL[,LABEL]`, `--ours DIR` (a directory holding our `depmod`, `modprobe` and
