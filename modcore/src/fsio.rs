@@ -174,10 +174,9 @@ const COMPARE_CHUNK: usize = 64 << 10;
 /// The first half of [`write_atomic`], without waiting for the disk: `dir/name<suffix>`
 /// is written and its writeback started (`sync_file_range`), and the fsync is left to
 /// [`Prepared::sync`] or to [`Prepared::commit`] (or [`Prepared::commit_holding`]), which
-/// waits for it before the rename; dropping it uncommitted removes it. A caller that prepares several files one
-/// after the other and commits them later, in order, finds most of their data already on
-/// disk by then; nothing waits on the preparing thread, and no thread of its own is
-/// needed for the wait.
+/// waits for it before the rename; dropping it uncommitted removes it. A caller that
+/// prepares several files one after the other and commits them later, in order, finds
+/// most of their data already on disk by then; nothing waits on the preparing thread.
 pub fn prepare_started(
     dir: &Path,
     name: &str,

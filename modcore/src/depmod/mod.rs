@@ -569,12 +569,12 @@ pub fn run(
         };
 
     // Each file is written under a temporary name as soon as it is made, by the task
-    // that made it, and its writeback started (the writes go on while the rest is made).
-    // Each file written is synced at once on a thread of its own; meanwhile this thread
-    // renames the files into place one by one in the fixed order, each as soon as it and
-    // every file before it are synced, each file's
-    // diagnostics replayed just before: a failure stops the sequence where a one-by-one
-    // run would have stopped (files prepared beyond it are removed). The files replaced
+    // that made it, and its writeback started (the writes go on while the rest is made),
+    // then synced at once on a thread of its own. Meanwhile this thread renames the files
+    // into place one by one in the fixed order, each as soon as it and every file before
+    // it are synced, each file's diagnostics replayed just before: a failure stops the
+    // sequence where a one-by-one run would have stopped (files prepared beyond it are
+    // removed). The files replaced
     // are freed by a thread of their own (see `fsio::Prepared::commit_holding`), so a
     // rename is short and the freeing overlaps with the making of the files after it.
     let suffix = fsio::temp_suffix();

@@ -243,7 +243,7 @@ impl<'a> ModuleOutputs<'a> {
         }
     }
 
-    /// The aliases in the order the alias index made by [`Outputs::modules_alias_bin`]
+    /// The aliases in the order the alias index made by [`ModuleOutputs::modules_alias_bin`]
     /// lists them, as (module place, place of the alias among the module's `alias`
     /// values) pairs, for the depmod cache to keep (see [`AliasHint`]); `None` before the
     /// index is made, or when some alias was left out of it (it does not normalise).
@@ -251,7 +251,7 @@ impl<'a> ModuleOutputs<'a> {
         self.alias_order.get().cloned().flatten()
     }
 
-    /// [`Outputs::alias_file_order`] for an alias index left in place (see
+    /// [`ModuleOutputs::alias_file_order`] for an alias index left in place (see
     /// `depmod::uptodate`) instead of made: its aliases are those of this run, so its
     /// order is the one the hint gives (see [`AliasHint`]; `None` without one). The
     /// order only guides a later run, which checks it.
